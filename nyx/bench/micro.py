@@ -1,0 +1,60 @@
+"""`python -m nyx.bench micro`: hot-path figures, each beside a reference from the same run.
+
+Each layer contributes a section: a function `(budget_s) -> list[MicroRecord]`. A layer's section
+lives in its own module here (`micro_crypto.py`, `micro_fec.py`, ...) so that layers can grow
+their records independently.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from nyx.bench.timing import MicroRecord
+
+Section = Callable[[float], list[MicroRecord]]
+
+
+def sections() -> dict[str, Section]:
+    """Every section, by name, in the order the table prints them (imported lazily)."""
+    from nyx.bench import micro_crypto
+
+    found: dict[str, Section] = {"crypto": micro_crypto.records}
+    try:
+        from nyx.bench import micro_fec
+    except ImportError:  # the FEC layer is optional until it lands
+        pass
+    else:
+        found["fec"] = micro_fec.records
+    return found
+
+
+def run(names: Sequence[str] | None = None, budget_s: float = 0.3) -> list[MicroRecord]:
+    """Run the named sections (all when None) and return their records."""
+    available = sections()
+    unknown = [name for name in names or () if name not in available]
+    if unknown:
+        raise ValueError(f"unknown micro section(s) {unknown}; known: {sorted(available)}")
+    records: list[MicroRecord] = []
+    for name, section in available.items():
+        if names is None or name in names:
+            records.extend(section(budget_s))
+    return records
+
+
+def format_table(records: Sequence[MicroRecord]) -> str:
+    """A fixed-width table: operation, ops/s, reference, reference ops/s, ratio."""
+    header = f"{'operation':<44} {'ops/s':>12}  {'reference':<40} {'ref ops/s':>12} {'ratio':>7}"
+    lines = [header, "-" * len(header)]
+    for r in records:
+        lines.append(
+            f"{r.name:<44} {r.ops_per_s:>12,.1f}  {r.reference:<40} "
+            f"{r.reference_ops_per_s:>12,.1f} {r.ratio:>7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def write_json(records: Sequence[MicroRecord], path: Path) -> None:
+    """Write the records as a JSON list of {name, ops_per_s, reference, reference_ops_per_s, ratio}."""
+    path.write_text(json.dumps([r.as_json() for r in records], indent=2) + "\n")

@@ -1,0 +1,1 @@
+"""nyx.transport"""
