@@ -1,0 +1,227 @@
+"""`SimTransport`: many nodes in one process over a simulated network, on the real loop clock.
+
+`SimNetwork` is the asyncio shell around `SimModel`: it keeps a heap of packets in flight and one
+timer armed for the earliest, so a 150-node network costs one timer, not one per packet. Every
+node gets a `SimTransport` with the same interface as `QuicTransport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Callable
+
+from nyx.transport.base import (
+    LinkStats,
+    OversizeError,
+    PeerAddress,
+    PeerId,
+    Transport,
+    TransportClosedError,
+    UnknownPeerError,
+)
+from nyx.transport.simnet import Fate, LinkProfile, SimModel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_PACKET_BYTES = 1170
+"""Same as one aioquic DATAGRAM on a 1,200-byte UDP payload, so code tuned on the sim fits QUIC."""
+
+
+class SimNetwork:
+    """The in-memory network: create it inside a running loop, attach nodes, `close()` at the end."""
+
+    def __init__(
+        self,
+        default: LinkProfile | None = None,
+        region_latency_s: dict[tuple[str, str], float] | None = None,
+        seed: int = 0,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.model = SimModel(default or LinkProfile(), dict(region_latency_s or {}), seed)
+        self._loop = asyncio.get_running_loop()
+        self._clock = clock or self._loop.time
+        self._heap: list[tuple[float, int, PeerId, PeerId, bytes, float]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._nodes: dict[PeerId, SimTransport] = {}
+        self.fates: dict[Fate, int] = {fate: 0 for fate in Fate}
+
+    def now(self) -> float:
+        return self._clock()
+
+    def transport(
+        self, node_id: PeerId, region: str | None = None) -> SimTransport:
+        """Attach a node; its transport delivers once it `listen()`s."""
+        if node_id in self._nodes:
+            raise ValueError(f"node {node_id!r} is already on this network")
+        node = SimTransport(self, node_id, region)
+        self._nodes[node_id] = node
+        self.model.add_node(node_id, region)
+        return node
+
+    def _detach(self, node_id: PeerId) -> None:
+        self._nodes.pop(node_id, None)
+        self.model.regions.pop(node_id, None)
+
+    def in_flight(self) -> int:
+        return len(self._heap)
+
+    def _offer(self, src: PeerId, dst: PeerId, packet: bytes) -> Fate:
+        now = self._clock()
+        fate, deliver_at = self.model.offer(src, dst, len(packet), now)
+        self.fates[fate] += 1
+        if fate is Fate.DELIVER:
+            heapq.heappush(self._heap, (deliver_at, next(self._seq), src, dst, packet, now))
+            if deliver_at < self._timer_at:
+                self._arm(deliver_at)
+        return fate
+
+    def _arm(self, at: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = at
+        self._timer = self._loop.call_later(max(0.0, at - self._clock()), self._deliver_due)
+
+    def _deliver_due(self) -> None:
+        self._timer = None
+        self._timer_at = float("inf")
+        now = self._clock()
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            _, _, src, dst, packet, sent_at = heapq.heappop(heap)
+            node = self._nodes.get(dst)
+            if node is None or dst in self.model.failed_nodes:
+                self.fates[Fate.FAILED] += 1
+                continue
+            node._deliver(src, packet, now - sent_at)
+        if heap:
+            self._arm(heap[0][0])
+
+    def close(self) -> None:
+        """Cancel the delivery timer and forget packets in flight."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._heap.clear()
+
+
+class SimTransport(Transport):
+    """One node on a `SimNetwork`. Its per-peer send queue is the simulated wire's queue
+    (`LinkProfile.queue_bytes` at `bandwidth_bps`); overflow is a counted drop."""
+
+    def __init__(self, network: SimNetwork, node_id: PeerId, region: str | None) -> None:
+        super().__init__()
+        self.network = network
+        self.node_id = node_id
+        self.region = region
+        self.max_packet_bytes = DEFAULT_MAX_PACKET_BYTES
+        self._listening = False
+        self._closed = False
+        self._peers: dict[PeerId, PeerAddress] = {}
+        self._stats: dict[PeerId, LinkStats] = {}
+        self._delay_sum_s: dict[PeerId, float] = {}
+        self.handler_errors = 0
+        self.unhandled = 0
+
+    async def listen(self) -> PeerAddress:
+        self._check_open()
+        self._listening = True
+        return PeerAddress(host="sim", port=0, region=self.region)
+
+    def add_peer(self, peer: PeerId, address: PeerAddress | None = None) -> None:
+        self._peers[peer] = address or PeerAddress(host="sim")
+
+    async def connect(self, peer: PeerId) -> None:
+        self._check_open()
+        if peer not in self.network._nodes:
+            raise ConnectionError(f"{self.node_id}: peer {peer!r} is not on the simulated network")
+        self._peers.setdefault(peer, PeerAddress(host="sim"))
+
+    def _stats_for(self, peer: PeerId) -> LinkStats:
+        stats = self._stats.get(peer)
+        if stats is None:
+            stats = self._stats[peer] = LinkStats()
+        return stats
+
+    def send(self, peer: PeerId, packet: bytes) -> bool:
+        self._check_send(peer, packet)
+        stats = self._stats_for(peer)
+        fate = self.network._offer(self.node_id, peer, packet)
+        if fate is Fate.QUEUE_FULL:
+            stats.dropped += 1
+            return False
+        stats.sent += 1
+        stats.bytes_sent += len(packet)
+        if fate is not Fate.DELIVER:
+            stats.lost += 1
+        return True
+
+    def send_if_room(self, peer: PeerId, packet: bytes) -> bool:
+        self._check_send(peer, packet)
+        if not self.network.model.has_room(self.node_id, peer, len(packet), self.network.now()):
+            return False
+        return self.send(peer, packet)
+
+    async def wait_writable(self, peer: PeerId) -> None:
+        # The wire drains at its bandwidth; wait for about one packet time on the loop clock.
+        profile = self.network.model.profile(self.node_id, peer)
+        pause_s = 1200 * 8 / profile.bandwidth_bps if profile.bandwidth_bps else 0.0
+        await asyncio.sleep(pause_s)
+
+    def _check_send(self, peer: PeerId, packet: bytes) -> None:
+        self._check_open()
+        if len(packet) > self.max_packet_bytes:
+            raise OversizeError(
+                f"packet of {len(packet)} bytes exceeds one datagram ({self.max_packet_bytes} bytes)"
+            )
+        if peer not in self._peers and peer not in self.network._nodes:
+            raise UnknownPeerError(peer)
+
+    def _deliver(self, src: PeerId, packet: bytes, delay_s: float) -> None:
+        stats = self._stats_for(src)
+        stats.received += 1
+        stats.bytes_received += len(packet)
+        self._delay_sum_s[src] = self._delay_sum_s.get(src, 0.0) + delay_s
+        handler = self._handler
+        if handler is None or not self._listening:
+            self.unhandled += 1
+            return
+        try:
+            handler(src, packet)
+        except Exception:  # a bad handler must not stall the network for every other node
+            self.handler_errors += 1
+            log.exception("%s: packet handler failed on a packet from %s", self.node_id, src)
+
+    def mean_delay_s(self, peer: PeerId) -> float | None:
+        """Mean observed one-way delay of packets received from `peer`."""
+        stats = self._stats.get(peer)
+        if stats is None or not stats.received:
+            return None
+        return self._delay_sum_s[peer] / stats.received
+
+    def stats(self, peer: PeerId) -> LinkStats:
+        stats = self._stats.get(peer, LinkStats())
+        there = self.mean_delay_s(peer)
+        back = None
+        other = self.network._nodes.get(peer)
+        if other is not None:
+            back = other.mean_delay_s(self.node_id)
+        if there is not None or back is not None:
+            stats.rtt_s = (there if there is not None else back) + (back if back is not None else there)  # type: ignore[operator]
+        return stats
+
+    def peers(self) -> list[PeerId]:
+        return list(self._stats)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TransportClosedError(f"{self.node_id}: transport is closed")
+
+    async def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.network._detach(self.node_id)
