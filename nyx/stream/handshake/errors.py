@@ -1,0 +1,60 @@
+"""Handshake errors and the CLOSE codes that carry them to the peer.
+
+A `HandshakeError` always has a `code`; the stream layer closes the connection with that code
+(and, for the codes a responder can answer, sends a Reject message first so the initiator learns
+what to change). Messages name the cause and what to do; they never include key material.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum, IntFlag
+
+
+class CloseCode(IntEnum):
+    """Why a handshake or session ended. Values are stable on the wire (u16)."""
+
+    NO_ERROR = 0x00
+    MALFORMED = 0x01  # a message could not be parsed, or broke the protocol
+    UNSUPPORTED_VERSION = 0x02
+    UNSUPPORTED_SUITE = 0x03
+    UNSUPPORTED_CAPABILITY = 0x04  # the initiator required a capability the responder lacks
+    UNKNOWN_RESPONDER_KEY = 0x05  # encapsulated to a static key the responder does not hold
+    REPLAYED = 0x06  # this first message was seen before within the replay window
+    STALE = 0x07  # the first message's timestamp is outside the replay window
+    AUTH_FAILED = 0x08  # key confirmation failed: wrong responder key or an altered message
+    DOWNGRADE = 0x09  # a retry claims a rejection the responder would not have sent
+    BUSY = 0x0A  # the replay cache is full; retry later
+
+
+class Capability(IntFlag):
+    """Optional features; an initiator may require some, a responder advertises its own."""
+
+    NONE = 0
+    STREAMS = 1 << 0
+    MULTIPATH = 1 << 1
+    FEC = 1 << 2
+    SURB_REPLIES = 1 << 3
+
+
+ALL_CAPABILITIES = Capability.STREAMS | Capability.MULTIPATH | Capability.FEC | Capability.SURB_REPLIES
+
+
+class HandshakeError(ValueError):
+    """The handshake failed; `code` says why (and is what the connection closes with)."""
+
+    def __init__(self, code: CloseCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class HandshakeRejected(HandshakeError):
+    """The responder answered with a Reject. Its lists are unauthenticated hints for a retry."""
+
+    def __init__(self, code: CloseCode, versions: tuple[int, ...], suites: tuple[int, ...]) -> None:
+        super().__init__(
+            code,
+            f"responder rejected the handshake ({code.name}); it offers versions {list(versions)} "
+            f"and suites {list(suites)}",
+        )
+        self.versions = versions
+        self.suites = suites
