@@ -13,5 +13,31 @@ Sans-I/O throughout: bytes and counts in, bytes and decisions out.
 
 from nyx.fec.codec import MAX_SHARDS, ReedSolomon
 from nyx.fec.errors import FecError
+from nyx.fec.framing import (
+    HEADER_BYTES,
+    LENGTH_PREFIX_BYTES,
+    BlockDecoder,
+    BlockEncoder,
+    RecoveredBlock,
+    Shard,
+    pad,
+    unpad,
+)
+from nyx.fec.redundancy import RedundancyController, RedundancyDecision, block_loss_probability
 
-__all__ = ["MAX_SHARDS", "FecError", "ReedSolomon"]
+__all__ = [
+    "HEADER_BYTES",
+    "LENGTH_PREFIX_BYTES",
+    "MAX_SHARDS",
+    "BlockDecoder",
+    "BlockEncoder",
+    "FecError",
+    "RecoveredBlock",
+    "RedundancyController",
+    "RedundancyDecision",
+    "ReedSolomon",
+    "Shard",
+    "block_loss_probability",
+    "pad",
+    "unpad",
+]
