@@ -81,7 +81,7 @@ class Responder:
         self.suites = tuple(suites) if suites is not None else tuple(Suite(s) for s in static_keys)
         self.versions = tuple(versions)
         self.capabilities = capabilities
-        self.replay_cache = replay_cache or InitReplayCache()
+        self.replay_cache = replay_cache if replay_cache is not None else InitReplayCache()
         self._backend = backend
 
     def add_key(self, suite: Suite, private_key: PrivateKey) -> None:
