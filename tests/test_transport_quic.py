@@ -1,0 +1,179 @@
+"""QuicTransport over real QUIC on 127.0.0.1 (ports chosen by the OS), for each backend."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from nyx.transport import OversizeError, PeerAddress, UnknownPeerError
+from nyx.transport.backends import available
+from nyx.transport.certs import NodeIdentity
+from nyx.transport.link import LinkPhase
+from nyx.transport.quic import PeerAuthenticationError, QuicTransport
+
+BACKENDS = [
+    "aioquic",
+    pytest.param("qh3", marks=pytest.mark.skipif(not available("qh3"), reason="qh3 not installed")),
+]
+
+
+@pytest.fixture(scope="module")
+def identities() -> dict[str, NodeIdentity]:
+    return {name: NodeIdentity.generate(name) for name in ("a", "b", "mallory")}
+
+
+async def _until(predicate, timeout_s: float = 10.0) -> bool:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not predicate():
+        if loop.time() > deadline:
+            return False
+        await asyncio.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_twenty_thousand_packets_arrive_with_matching_counts(backend, identities):
+    received: list[bytes] = []
+    async with QuicTransport("a", identities["a"], backend=backend) as a, QuicTransport(
+        "b", identities["b"], backend=backend
+    ) as b:
+        b.set_handler(lambda peer, packet: received.append(packet) if peer == "a" else None)
+        a.add_peer("b", b.address)
+        await a.connect("b")
+        for i in range(20_000):
+            await a.send_wait("b", i.to_bytes(4, "big") * 250)  # 1,000 bytes, numbered
+        assert await _until(lambda: len(received) >= 20_000)
+        sent, got = a.stats("b"), b.stats("a")
+        assert sent.sent == got.received == len(received) == 20_000
+        assert sent.dropped == 0
+        assert got.bytes_received == 20_000 * 1000
+        assert {int.from_bytes(p[:4], "big") for p in received} == set(range(20_000))
+        assert sent.rtt_s is not None and sent.rtt_s > 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_peer_with_wrong_fingerprint_is_refused(backend, identities):
+    received: list[bytes] = []
+    async with QuicTransport("a", identities["a"], backend=backend) as a, QuicTransport(
+        "b", identities["mallory"], backend=backend
+    ) as impostor:
+        impostor.set_handler(lambda peer, packet: received.append(packet))
+        # the directory says "b" has b's certificate; the node at that address presents mallory's
+        a.add_peer("b", PeerAddress("127.0.0.1", impostor.port, identities["b"].fingerprint))
+        with pytest.raises(PeerAuthenticationError, match="fingerprint"):
+            await a.connect("b")
+        a.send("b", b"secret")
+        await asyncio.sleep(0.2)
+        assert received == []
+        assert a.auth_failures >= 1
+        assert a.link_phase("b") is not LinkPhase.UP
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_restarted_peer_is_reconnected_without_losing_later_packets(backend, identities):
+    received: list[bytes] = []
+    a = QuicTransport("a", identities["a"], backend=backend, backoff_initial_s=0.02)
+    await a.listen()
+    b = QuicTransport("b", identities["b"], backend=backend)
+    await b.listen()
+    port = b.port
+    try:
+        b.set_handler(lambda peer, packet: received.append(packet))
+        a.add_peer("b", b.address)
+        for i in range(100):
+            await a.send_wait("b", b"before-%d" % i)
+        assert await _until(lambda: len(received) == 100)
+        await b.close()  # tells a with CONNECTION_CLOSE
+        assert await _until(lambda: a.link_phase("b") is not LinkPhase.UP)
+
+        b = QuicTransport("b", identities["b"], backend=backend, port=port)
+        await b.listen()
+        later: list[bytes] = []
+        b.set_handler(lambda peer, packet: later.append(packet))
+        for i in range(1000):
+            await a.send_wait("b", b"after-%d" % i)
+        assert await _until(lambda: len(later) == 1000)
+        assert later == [b"after-%d" % i for i in range(1000)] or sorted(later) == sorted(
+            b"after-%d" % i for i in range(1000)
+        )
+        assert a.stats("b").connects == 2
+    finally:
+        await a.close()
+        await b.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_oversize_packet_is_refused_with_an_error(backend, identities):
+    async with QuicTransport("a", identities["a"], backend=backend) as a, QuicTransport(
+        "b", identities["b"], backend=backend
+    ) as b:
+        got: list[bytes] = []
+        b.set_handler(lambda peer, packet: got.append(packet))
+        a.add_peer("b", b.address)
+        with pytest.raises(OversizeError):
+            a.send("b", b"x" * (a.max_packet_bytes + 1))
+        assert a.send("b", b"x" * a.max_packet_bytes)  # the largest one still goes through
+        assert await _until(lambda: len(got) == 1)
+
+
+async def test_unknown_peer_and_missing_fingerprint_are_clear_errors(identities):
+    async with QuicTransport("a", identities["a"]) as a:
+        with pytest.raises(UnknownPeerError):
+            a.send("nobody", b"x")
+        with pytest.raises(ValueError, match="fingerprint"):
+            a.add_peer("b", PeerAddress("127.0.0.1", 9))
+
+
+async def test_full_queue_towards_an_unreachable_peer_is_a_counted_drop(identities):
+    async with QuicTransport("a", identities["a"], queue_packets=8, connect_timeout_s=0.2) as a:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:  # bound, never answers
+            silent.bind(("127.0.0.1", 0))
+            a.add_peer("b", PeerAddress("127.0.0.1", silent.getsockname()[1], identities["b"].fingerprint))
+            accepted = [a.send("b", b"p%d" % i) for i in range(20)]
+            assert accepted == [True] * 8 + [False] * 12
+            assert a.stats("b").dropped == 12
+            assert not a.send_if_room("b", b"x")
+            assert a.stats("b").dropped == 12  # send_if_room refuses without counting
+
+
+async def test_garbage_datagrams_are_counted_not_fatal(identities):
+    async with QuicTransport("a", identities["a"]) as a, QuicTransport("b", identities["b"]) as b:
+        got: list[bytes] = []
+        b.set_handler(lambda peer, packet: got.append(packet))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for junk in (b"", b"\x00", b"\xc0" + b"\xff" * 40, b"\x40" + b"\x01" * 1300, bytes(1200)):
+                s.sendto(junk, ("127.0.0.1", b.port))
+        assert await _until(lambda: b.unroutable >= 4)
+        a.add_peer("b", b.address)
+        a.send("b", b"still fine")
+        assert await _until(lambda: got == [b"still fine"])
+
+
+async def test_idle_link_is_closed_and_reopened_on_the_next_send(identities):
+    async with QuicTransport("a", identities["a"], keepalive_s=0.05, idle_close_s=0.2) as a, QuicTransport(
+        "b", identities["b"]
+    ) as b:
+        got: list[bytes] = []
+        b.set_handler(lambda peer, packet: got.append(packet))
+        a.add_peer("b", b.address)
+        a.send("b", b"1")
+        assert await _until(lambda: got == [b"1"])
+        assert await _until(lambda: a.link_phase("b") is LinkPhase.DOWN, timeout_s=3)
+        a.send("b", b"2")
+        assert await _until(lambda: got == [b"1", b"2"])
+        assert a.stats("b").connects == 2
+
+
+async def test_inbound_packets_are_labelled_with_the_peer_hello(identities):
+    async with QuicTransport("a", identities["a"]) as a, QuicTransport("b", identities["b"]) as b:
+        peers: list[str] = []
+        b.set_handler(lambda peer, packet: peers.append(peer))
+        a.add_peer("b", b.address)
+        await a.connect("b")
+        await asyncio.sleep(0.05)
+        a.send("b", b"x")
+        assert await _until(lambda: peers == ["a"])
+        assert "a" in b.peers()
