@@ -8,6 +8,8 @@
 
 from nyx.crypto.errors import CryptoError, KemError, RecordError, UnsupportedOperation
 from nyx.crypto.kem import KEM_NAMES, Kem, PrivateKey, kem
+from nyx.crypto.session import RecordSession, RekeyPolicy
+from nyx.crypto.suites import Suite
 
 __all__ = [
     "KEM_NAMES",
@@ -16,6 +18,9 @@ __all__ = [
     "KemError",
     "PrivateKey",
     "RecordError",
+    "RecordSession",
+    "RekeyPolicy",
+    "Suite",
     "UnsupportedOperation",
     "kem",
 ]
