@@ -144,3 +144,13 @@ def test_zero_parity_is_a_valid_code_with_no_parity() -> None:
     rs = ReedSolomon(3, 0)
     assert rs.encode([b"a", b"b", b"c"]) == []
     assert rs.decode({0: b"a", 1: b"b", 2: b"c"}) == [b"a", b"b", b"c"]
+
+
+def test_long_shards_are_coded_column_by_column_across_kernel_chunks() -> None:
+    rng = random.Random(3)
+    rs = ReedSolomon(10, 3)
+    data = [rng.randbytes(20_000) for _ in range(10)]  # longer than one kernel chunk
+    parity = rs.encode(data)
+    cut = 12_345
+    assert parity == [a + b for a, b in zip(rs.encode([d[:cut] for d in data]), rs.encode([d[cut:] for d in data]))]
+    assert rs.decode({i: s for i, s in enumerate(data + parity) if i not in (2, 5, 9)}) == data

@@ -40,9 +40,9 @@ ShardBytes = bytes | bytearray | memoryview
 class ReedSolomon:
     """A systematic Reed-Solomon erasure code with k data and m parity shards (k + m <= 255).
 
-    Thread-safe for concurrent use except for the recovery cache, whose worst case under a race
-    is a recomputed entry. Construction builds the parity matrix and its packed tables once
-    (milliseconds at 223+32), so keep one instance per (k, m).
+    Construction builds the parity matrix and its packed tables once (milliseconds at 223+32),
+    so keep one instance per (k, m). Not thread-safe: decode updates the recovery cache, so give
+    each thread its own instance (the asyncio shells are single-threaded).
     """
 
     def __init__(self, k: int, m: int, *, recovery_cache_size: int = 512) -> None:
