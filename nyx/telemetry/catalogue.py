@@ -1,0 +1,67 @@
+"""The metric catalogue: every name a Nyx node exports, with its SCL scenario where it has one.
+
+Names come from the SCL catalogue (../shared/spec/scalability.md, "monitoring metric" of each
+scenario) for the data plane, so a benchmark report and a live node speak of the same quantity
+under the same name. Control-plane and infrastructure names from that catalogue (etcd, Helm,
+Vault, ...) are not emitted by this data plane and are not listed. docs/metrics.md documents each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["counter", "gauge"]
+
+
+@dataclass(frozen=True, slots=True)
+class MetricSpec:
+    name: str
+    kind: Kind
+    help: str
+    layer: str
+    scl: str | None = None
+    unit: str = ""
+
+
+CATALOGUE: tuple[MetricSpec, ...] = (
+    # -- SCL monitoring metrics (data plane) --
+    MetricSpec("stream_latency_p95", "gauge", "95th percentile end-to-end stream frame latency", "stream", "SCL-001", "seconds"),
+    MetricSpec("api_handshake_errors_total", "counter", "Client handshakes that failed at the gateway", "stream", "SCL-002"),
+    MetricSpec("cpu_user_pct", "gauge", "Process user CPU time as a percentage of one core over the last interval", "node", "SCL-003", "percent"),
+    MetricSpec("route_update_latency", "gauge", "Time from a route failure to traffic on the replacement route (last event)", "stream", "SCL-004", "seconds"),
+    MetricSpec("cover_traffic_compliance", "gauge", "Share of windows in which emitted traffic matched the target Poisson process", "cover", "SCL-005", "ratio"),
+    MetricSpec("transport_packet_loss", "gauge", "Share of packets offered to the transport that were dropped or known lost", "transport", "SCL-006", "ratio"),
+    MetricSpec("directory_rebuild_duration", "gauge", "Duration of the last directory rebuild", "directory", "SCL-011", "seconds"),
+    MetricSpec("mix_failover_duration", "gauge", "Time to route around a failed mix (last event)", "mix", "SCL-012", "seconds"),
+    MetricSpec("stream_queue_latency", "gauge", "Time data waits in a stream's send queue under backpressure (p95 over the interval)", "stream", "SCL-013", "seconds"),
+    MetricSpec("latency_cross_region", "gauge", "Median end-to-end latency of streams whose path crosses regions", "stream", "SCL-014", "seconds"),
+    MetricSpec("sdk_session_success", "gauge", "Share of client session attempts that succeeded", "stream", "SCL-016", "ratio"),
+    MetricSpec("region_failover_duration", "gauge", "Time for clients to move off a failed region (last event)", "stream", "SCL-030", "seconds"),
+    MetricSpec("cover_drift_percent", "gauge", "Deviation of the emitted cover rate from its target", "cover", "SCL-032", "percent"),
+    MetricSpec("telemetry_freshness", "gauge", "Age of the published metric values at scrape time", "telemetry", "SCL-033", "seconds"),
+    MetricSpec("tls_handshake_duration", "gauge", "Mean QUIC/TLS link handshake duration over the interval", "transport", "SCL-035", "seconds"),
+    MetricSpec("pq_handshake_success", "gauge", "Share of post-quantum (hybrid or pq suite) handshakes that succeeded", "stream", "SCL-036", "ratio"),
+    MetricSpec("key_reload_duration", "gauge", "Duration of the last key rotation or reload", "mix", "SCL-037", "seconds"),
+    MetricSpec("client_version_errors", "counter", "Handshakes refused for an unsupported protocol version or suite", "stream", "SCL-039"),
+    MetricSpec("fec_encode_latency", "gauge", "Mean Reed-Solomon encode time per block over the interval", "fec", "SCL-044", "seconds"),
+    MetricSpec("mix_packet_drop", "counter", "Packets a mix dropped (replay, bad MAC, expired, queue full)", "mix", "SCL-045"),
+    MetricSpec("directory_lookup_latency", "gauge", "Mean directory lookup time over the interval", "directory", "SCL-046", "seconds"),
+    MetricSpec("uptime_global", "gauge", "Seconds since this node started", "node", "SCL-050", "seconds"),
+    # -- transport detail (no SCL scenario; they explain transport_packet_loss) --
+    MetricSpec("transport_packets_sent_total", "counter", "Packets handed to a link", "transport"),
+    MetricSpec("transport_packets_received_total", "counter", "Packets received from links", "transport"),
+    MetricSpec("transport_packets_dropped_total", "counter", "Packets refused by a full per-peer queue", "transport"),
+    MetricSpec("transport_bytes_sent_total", "counter", "Payload bytes handed to links", "transport", unit="bytes"),
+    MetricSpec("transport_bytes_received_total", "counter", "Payload bytes received from links", "transport", unit="bytes"),
+    MetricSpec("transport_peers", "gauge", "Peers with traffic in either direction", "transport"),
+    MetricSpec("transport_links_up", "gauge", "Outbound links currently connected", "transport"),
+    MetricSpec("transport_inbound_connections", "gauge", "Inbound QUIC connections currently open", "transport"),
+    MetricSpec("transport_handshakes_total", "counter", "Completed QUIC handshakes (both directions)", "transport"),
+    MetricSpec("transport_auth_failures_total", "counter", "Links refused because the certificate fingerprint did not match", "transport"),
+    MetricSpec("transport_unroutable_total", "counter", "UDP datagrams that matched no connection and started none", "transport"),
+    # -- node --
+    MetricSpec("node_draining", "gauge", "1 while the node drains for shutdown, else 0", "node"),
+)
+
+BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in CATALOGUE}
