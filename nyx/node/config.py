@@ -1,0 +1,164 @@
+"""Node configuration: a TOML file, then command-line overrides, validated into one frozen value.
+
+Every node kind (mix, gateway, the bare node) shares this shape; a kind adds its own table
+(e.g. `[mix]`) that it reads from `NodeConfig.extra`. Errors name the offending key, since an
+operator reading them has the file open beside the message.
+
+    node_id = "mix-1-03"
+    role = "mix"
+    data_dir = "/var/lib/nyx/mix-1-03"   # keys live here (0700 dir, 0600 key)
+
+    [transport]
+    host = "0.0.0.0"
+    port = 4433
+    backend = "aioquic"                  # or "qh3"
+    queue_packets = 1024
+
+    [metrics]
+    host = "127.0.0.1"
+    port = 9464                          # 0 = chosen by the OS; -1 = disabled
+
+    [log]
+    format = "plain"                     # or "json"
+    level = "INFO"
+
+    [runtime]
+    uvloop = true                        # used when installed
+    drain_timeout_s = 10.0
+
+    [[peers]]
+    id = "mix-2-01"
+    host = "10.0.0.7"
+    port = 4433
+    fingerprint = "3b1f...64 hex digits"
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from nyx.transport.base import PeerAddress
+from nyx.transport.certs import CertificateError, normalize_fingerprint
+
+
+class ConfigError(ValueError):
+    """The configuration is invalid; the message names the key and the expected value."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    node_id: str
+    data_dir: Path
+    role: str = "node"
+    host: str = "127.0.0.1"
+    port: int = 0
+    backend: str = "aioquic"
+    queue_packets: int = 1024
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    log_format: str = "plain"
+    log_level: str = "INFO"
+    uvloop: bool = True
+    drain_timeout_s: float = 10.0
+    peers: dict[str, PeerAddress] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str, default: Any = None) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) and kind in (int, float, (int, float)):
+        raise ConfigError(f"{where}{key}: expected a number, got {value!r}")
+    if not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        raise ConfigError(f"{where}{key}: expected {name}, got {value!r}")
+    return value
+
+
+def parse_config(document: dict[str, Any], base_dir: Path | None = None) -> NodeConfig:
+    """Validate a parsed TOML document into a NodeConfig."""
+    node_id = _get(document, "node_id", str, "")
+    if not node_id:
+        raise ConfigError("node_id: required (the node's id in the directory, e.g. 'mix-1-03')")
+    data_dir = Path(_get(document, "data_dir", str, "", f"./{node_id}-data"))
+    if base_dir is not None and not data_dir.is_absolute():
+        data_dir = base_dir / data_dir
+    transport = _get(document, "transport", dict, "", {})
+    metrics = _get(document, "metrics", dict, "", {})
+    log = _get(document, "log", dict, "", {})
+    runtime = _get(document, "runtime", dict, "", {})
+    peers: dict[str, PeerAddress] = {}
+    for i, peer in enumerate(_get(document, "peers", list, "", [])):
+        where = f"peers[{i}]."
+        if not isinstance(peer, dict):
+            raise ConfigError(f"peers[{i}]: expected a table with id, host, port, fingerprint")
+        pid = _get(peer, "id", str, where)
+        if not pid:
+            raise ConfigError(f"{where}id: required")
+        try:
+            fp = normalize_fingerprint(_get(peer, "fingerprint", str, where, ""))
+        except CertificateError as exc:
+            raise ConfigError(f"{where}fingerprint: {exc}") from exc
+        peers[pid] = PeerAddress(_get(peer, "host", str, where, "127.0.0.1"), _get(peer, "port", int, where, 0), fp)
+    config = NodeConfig(
+        node_id=node_id,
+        data_dir=data_dir,
+        role=_get(document, "role", str, "", "node"),
+        host=_get(transport, "host", str, "transport.", "127.0.0.1"),
+        port=_get(transport, "port", int, "transport.", 0),
+        backend=_get(transport, "backend", str, "transport.", "aioquic"),
+        queue_packets=_get(transport, "queue_packets", int, "transport.", 1024),
+        metrics_host=_get(metrics, "host", str, "metrics.", "127.0.0.1"),
+        metrics_port=_get(metrics, "port", int, "metrics.", 0),
+        log_format=_get(log, "format", str, "log.", "plain"),
+        log_level=_get(log, "level", str, "log.", "INFO"),
+        uvloop=_get(runtime, "uvloop", bool, "runtime.", True),
+        drain_timeout_s=float(_get(runtime, "drain_timeout_s", (int, float), "runtime.", 10.0)),
+        peers=peers,
+        extra={k: v for k, v in document.items() if k not in _KNOWN},
+    )
+    return validate(config)
+
+
+_KNOWN = {"node_id", "data_dir", "role", "transport", "metrics", "log", "runtime", "peers"}
+
+
+def validate(config: NodeConfig) -> NodeConfig:
+    if config.backend not in ("aioquic", "qh3"):
+        raise ConfigError(f"transport.backend: 'aioquic' or 'qh3', got {config.backend!r}")
+    if not 0 <= config.port <= 65535:
+        raise ConfigError(f"transport.port: 0..65535, got {config.port}")
+    if not -1 <= config.metrics_port <= 65535:
+        raise ConfigError(f"metrics.port: -1 (off) or 0..65535, got {config.metrics_port}")
+    if config.queue_packets < 1:
+        raise ConfigError(f"transport.queue_packets: >= 1, got {config.queue_packets}")
+    if config.log_format not in ("plain", "json"):
+        raise ConfigError(f"log.format: 'plain' or 'json', got {config.log_format!r}")
+    if config.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ConfigError(f"log.level: DEBUG, INFO, WARNING or ERROR, got {config.log_level!r}")
+    if config.drain_timeout_s < 0:
+        raise ConfigError(f"runtime.drain_timeout_s: >= 0, got {config.drain_timeout_s}")
+    return config
+
+
+def load_config(path: Path) -> NodeConfig:
+    """Read and validate a TOML file; relative data_dir is taken relative to the file."""
+    try:
+        document = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    return parse_config(document, base_dir=path.parent)
+
+
+def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:
+    """Apply command-line values (None means "not given") on top of the file."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if "data_dir" in given:
+        given["data_dir"] = Path(given["data_dir"])
+    return validate(replace(config, **given))
