@@ -1,0 +1,105 @@
+"""Mix section of `python -m nyx.bench micro`: per-hop processing and packet creation.
+
+Per-hop figures are `MixCore.process` on fresh packets (MAC, replay check, header and Lioness
+body), judged against sphinxmix 0.0.7 (PyPI, default parameters: P-224, AES-128, 1,024-byte body)
+processing its own packets in the same run; the goal is at least 3x. Both of our packet formats
+are timed, so the choice recorded in docs/protocol.md can be re-checked on any machine. A second
+hop record sits beside one X25519 exchange, the floor no Sphinx hop can go below. Creation is
+timed for 3 and 5 hops beside sphinxmix's `create_forward_message` on the same number of hops.
+
+sphinxmix is a bench-only dependency (`pip install 'nyx[bench]'`); without it the records that
+need it are skipped with a printed note.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from nyx.bench.timing import MicroRecord, ops_per_s
+from nyx.mix import CLASSIC_FORMAT, KEM_FORMAT, Forward, Hop, KeyRing, MixCore, PacketFormat, create_packet
+from nyx.mix.replay import ReplayCache
+
+SPHINXMIX = "sphinxmix 0.0.7"
+_POOL = 400  # fresh packets per format; the replay cache is reset when the pool wraps
+
+
+def _hop_operation(fmt: PacketFormat) -> Callable[[], object]:
+    """One call = one hop processed by a mix, on a packet that mix has not seen."""
+    key = X25519PrivateKey.generate()
+    public = key.public_key().public_bytes_raw()
+    route = [Hop("mix-a", public), Hop("mix-b", public), Hop("mix-c", public)]
+    pool = [create_packet(route, "svc", bytes(200), epoch=0, fmt=fmt)[1] for _ in range(_POOL)]
+    core = MixCore(KeyRing.single(key), replay_capacity=_POOL, packet_format=fmt)
+    packets = itertools.cycle(enumerate(pool))
+
+    def operation() -> object:
+        index, packet = next(packets)
+        if index == 0:
+            core.replay = ReplayCache(_POOL)
+        event = core.process(packet, 0.0)
+        if not isinstance(event, Forward):
+            raise AssertionError(f"benchmark packet was not forwarded: {event}")
+        return event
+
+    return operation
+
+
+def _sphinxmix() -> Any | None:
+    try:
+        from sphinxmix import SphinxClient, SphinxNode, SphinxParams
+    except ImportError:
+        print(f"micro mix: {SPHINXMIX} is not installed (pip install 'nyx[bench]'); skipping its records")
+        return None
+    return SphinxParams, SphinxClient, SphinxNode
+
+
+def _sphinxmix_operations(modules: Any, hops: int) -> tuple[Callable[[], object], Callable[[], object]]:
+    """(process one hop, create one packet of `hops` hops) with sphinxmix's defaults."""
+    params_module, client, node = modules
+    params = params_module.SphinxParams()
+    secret = params.group.gensecret()
+    public = params.group.expon(params.group.g, [secret])
+    route = [client.Nenc(i) for i in range(hops)]
+    keys = [public] * hops
+    header, body = client.create_forward_message(params, route, keys, b"svc", bytes(200))
+    return (
+        lambda: node.sphinx_process(params, secret, header, body),
+        lambda: client.create_forward_message(params, route, keys, b"svc", bytes(200)),
+    )
+
+
+def _create_operation(hops: int) -> Callable[[], object]:
+    route = [Hop(f"mix-{i}", X25519PrivateKey.generate().public_key().public_bytes_raw()) for i in range(hops)]
+    return lambda: create_packet(route, "svc", bytes(200), epoch=0)
+
+
+def records(budget_s: float) -> list[MicroRecord]:
+    """Hops/s for both formats beside sphinxmix and the X25519 floor; packets/s created."""
+    modules = _sphinxmix()
+    out: list[MicroRecord] = []
+    kem_hops = ops_per_s(_hop_operation(KEM_FORMAT), budget_s)
+    classic_hops = ops_per_s(_hop_operation(CLASSIC_FORMAT), budget_s)
+    peer = X25519PublicKey.from_public_bytes(X25519PrivateKey.generate().public_key().public_bytes_raw())
+    key = X25519PrivateKey.generate()
+    floor = ops_per_s(lambda: key.exchange(peer), budget_s)
+    if modules is not None:
+        sphinx_hop, _ = _sphinxmix_operations(modules, 3)
+        reference = ops_per_s(sphinx_hop, budget_s)
+        out.append(MicroRecord("mix hop/s, kem format (default)", kem_hops, f"{SPHINXMIX} hop/s (P-224)", reference))
+        out.append(MicroRecord("mix hop/s, classic Sphinx format", classic_hops, f"{SPHINXMIX} hop/s (P-224)", reference))
+    out.append(MicroRecord("mix hop/s, kem format (default)", kem_hops, "X25519 exchange/s (floor)", floor))
+    for hops in (3, 5):
+        created = ops_per_s(_create_operation(hops), budget_s)
+        if modules is not None:
+            _, sphinx_create = _sphinxmix_operations(modules, hops)
+            out.append(
+                MicroRecord(f"mix create/s, {hops} hops", created, f"{SPHINXMIX} create/s, {hops} hops",
+                            ops_per_s(sphinx_create, budget_s))
+            )
+        else:
+            out.append(MicroRecord(f"mix create/s, {hops} hops", created, f"X25519 exchange/s / {2 * hops}", floor / (2 * hops)))
+    return out
