@@ -27,6 +27,9 @@ def sections() -> dict[str, Section]:
         pass
     else:
         found["fec"] = micro_fec.records
+    from nyx.bench import micro_transport
+
+    found["transport"] = micro_transport.records
     return found
 
 
