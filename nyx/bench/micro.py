@@ -30,6 +30,12 @@ def sections() -> dict[str, Section]:
     from nyx.bench import micro_transport
 
     found["transport"] = micro_transport.records
+    try:
+        from nyx.bench import micro_mix
+    except ImportError:  # the mix layer is optional until it lands
+        pass
+    else:
+        found["mix"] = micro_mix.records
     return found
 
 
