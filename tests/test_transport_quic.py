@@ -199,3 +199,33 @@ def test_packets_flow_under_uvloop_whose_clock_has_1ms_resolution(backend, ident
         sent, received, rtt_s = runner.run(exchange())
     assert sent == received == 5000
     assert rtt_s is not None and rtt_s > 0  # measured with perf_counter, not the 1 ms loop clock
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_crashed_peer_is_detected_by_silence_and_reconnected(backend, identities):
+    a = QuicTransport("a", identities["a"], backend=backend, peer_silence_s=0.4, backoff_initial_s=0.02)
+    await a.listen()
+    b = QuicTransport("b", identities["b"], backend=backend)
+    await b.listen()
+    port = b.port
+    try:
+        a.add_peer("b", b.address)
+        b.set_handler(lambda peer, packet: None)
+        await a.connect("b")
+        b._udp.close()  # a crash: the socket vanishes, no CONNECTION_CLOSE reaches a
+        await b.close()
+        b = QuicTransport("b", identities["b"], backend=backend, port=port)
+        await b.listen()
+        later: list[bytes] = []
+        b.set_handler(lambda peer, packet: later.append(packet))
+        for i in range(20):  # sent into the dead connection until silence is noticed
+            a.send("b", b"lost?")
+            await asyncio.sleep(0.05)
+        assert await _until(lambda: a.stats("b").connects == 2, timeout_s=5)
+        assert a.silent_peers == 1
+        for i in range(500):
+            await a.send_wait("b", b"after-%d" % i)
+        assert await _until(lambda: sum(p.startswith(b"after-") for p in later) == 500)
+    finally:
+        await a.close()
+        await b.close()

@@ -82,6 +82,8 @@ class _Conn:
     hello: bytearray = field(default_factory=bytearray)
     link: _OutLink | None = None
     idle_closed: bool = False
+    last_received: float = 0.0  # clock of the last UDP datagram from the peer
+    last_sent: float = 0.0  # clock of the last UDP datagram to the peer
 
 
 @dataclass(slots=True, eq=False)
@@ -137,6 +139,7 @@ class QuicTransport(Transport):
         idle_timeout_s: float = 30.0,
         idle_close_s: float = 300.0,
         keepalive_s: float = 5.0,
+        peer_silence_s: float = 3.0,
         connect_timeout_s: float = 5.0,
         backoff_initial_s: float = 0.05,
         backoff_max_s: float = 5.0,
@@ -154,6 +157,7 @@ class QuicTransport(Transport):
         self.idle_timeout_s = idle_timeout_s
         self.idle_close_s = idle_close_s
         self.keepalive_s = keepalive_s
+        self.peer_silence_s = peer_silence_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
         self.max_inbound = max_inbound
@@ -185,6 +189,7 @@ class QuicTransport(Transport):
         self.inbound_refused = 0
         self.auth_failures = 0
         self.handshakes = 0
+        self.silent_peers = 0
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -438,7 +443,9 @@ class QuicTransport(Transport):
         for data, addr in conn.quic.datagrams_to_send(now=now):
             udp.sendto(data, addr)
             sent += 1
-        self.udp_sent += sent
+        if sent:
+            self.udp_sent += sent
+            conn.last_sent = now
         timer_at = conn.quic.get_timer()
         if conn.timer is not None and conn.timer_at != timer_at:
             conn.timer.cancel()
@@ -471,7 +478,8 @@ class QuicTransport(Transport):
                 return
             conn = self._accept_inbound(cid, addr)
         try:
-            conn.quic.receive_datagram(data, addr, now=self._clock())
+            conn.last_received = now = self._clock()
+            conn.quic.receive_datagram(data, addr, now=now)
         except Exception:  # a backend bug on hostile input must not take the node down
             self.unroutable += 1
             log.exception("%s: QUIC backend failed on a datagram from %s", self.node_id, addr)
@@ -575,7 +583,11 @@ class QuicTransport(Transport):
 
     def _on_terminated(self, conn: _Conn, event: Any) -> None:
         reason = getattr(event, "reason_phrase", "") or ""
-        conn.close_reason = f"error {event.error_code:#x}: {reason}" if event.error_code else reason
+        self._terminated(conn, reason, f"error {event.error_code:#x}: {reason}" if event.error_code else reason)
+
+    def _terminated(self, conn: _Conn, reason: str, close_reason: str) -> None:
+        """Forget `conn` (routing, timer, link) and wake whoever waits on it."""
+        conn.close_reason = close_reason
         for cid in conn.cids:
             if self._by_cid.get(cid) is conn:
                 del self._by_cid[cid]
@@ -684,11 +696,26 @@ class QuicTransport(Transport):
         link.waiters.clear()
 
     async def _maintain(self) -> None:
-        """Every keepalive_s: PING quiet links, close idle ones, sample RTT."""
+        """Periodically: PING quiet links, close idle ones, drop silent ones, sample RTT.
+
+        A peer that crashed sends no CONNECTION_CLOSE, and QUIC would wait its whole idle timeout.
+        Every packet we send is acknowledged within an RTT or so, so an outbound link that has
+        sent but heard nothing for `peer_silence_s` is declared dead and reconnected.
+        """
         ping_uid = 0
         while True:
-            await asyncio.sleep(self.keepalive_s)
+            await asyncio.sleep(min(self.keepalive_s, self.peer_silence_s / 2))
             now = self._clock()
+            for link in list(self._links.values()):
+                conn = link.conn
+                if (
+                    conn is not None
+                    and conn.last_sent > conn.last_received
+                    and now - conn.last_received > self.peer_silence_s
+                ):
+                    self.silent_peers += 1
+                    self._close_conn(conn, "peer silent")
+                    self._terminated(conn, "", f"no packet from {link.peer} for {now - conn.last_received:.1f} s")
             for link in self._links.values():
                 if link.stats.sent != link.last_sent:
                     link.last_sent = link.stats.sent
