@@ -229,3 +229,18 @@ async def test_crashed_peer_is_detected_by_silence_and_reconnected(backend, iden
     finally:
         await a.close()
         await b.close()
+
+
+async def test_metric_values_use_catalogue_names_and_include_handshake_duration(identities):
+    from nyx.telemetry import BY_NAME
+
+    async with QuicTransport("a", identities["a"]) as a, QuicTransport("b", identities["b"]) as b:
+        b.set_handler(lambda peer, packet: None)
+        a.add_peer("b", b.address)
+        await a.connect("b")
+        a.send("b", b"x")
+        values = a.metric_values()
+        assert set(values) <= set(BY_NAME)
+        assert values["transport_packets_sent_total"] == 1
+        assert values["transport_links_up"] == 1
+        assert 0 < values["tls_handshake_duration"] < 5

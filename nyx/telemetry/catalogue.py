@@ -40,7 +40,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("region_failover_duration", "gauge", "Time for clients to move off a failed region (last event)", "stream", "SCL-030", "seconds"),
     MetricSpec("cover_drift_percent", "gauge", "Deviation of the emitted cover rate from its target", "cover", "SCL-032", "percent"),
     MetricSpec("telemetry_freshness", "gauge", "Age of the published metric values at scrape time", "telemetry", "SCL-033", "seconds"),
-    MetricSpec("tls_handshake_duration", "gauge", "Mean QUIC/TLS link handshake duration over the interval", "transport", "SCL-035", "seconds"),
+    MetricSpec("tls_handshake_duration", "gauge", "Mean QUIC/TLS handshake duration of the last 256 outbound links", "transport", "SCL-035", "seconds"),
     MetricSpec("pq_handshake_success", "gauge", "Share of post-quantum (hybrid or pq suite) handshakes that succeeded", "stream", "SCL-036", "ratio"),
     MetricSpec("key_reload_duration", "gauge", "Duration of the last key rotation or reload", "mix", "SCL-037", "seconds"),
     MetricSpec("client_version_errors", "counter", "Handshakes refused for an unsupported protocol version or suite", "stream", "SCL-039"),

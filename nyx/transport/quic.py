@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from nyx.telemetry.window import SampleWindow
 from nyx.transport.backends import Backend, load_backend
 from nyx.transport.base import (
     LinkStats,
@@ -53,6 +54,7 @@ UDP_PAYLOAD_BYTES = 1200  # QUIC's default; fits a 1,280-byte IPv6 MTU path
 HELLO_STREAM_ID = 0
 MAX_HELLO_BYTES = 128
 CID_LENGTH = 8
+OTHER_PEERS = "?other"  # inbound statistics bucket once too many peer names were seen
 DATAGRAM_OVERHEAD_BYTES = 30  # frame type, length, short header, AEAD tag: bytes on the wire
 
 
@@ -84,6 +86,7 @@ class _Conn:
     idle_closed: bool = False
     last_received: float = 0.0  # clock of the last UDP datagram from the peer
     last_sent: float = 0.0  # clock of the last UDP datagram to the peer
+    opened_at: float = 0.0
 
 
 @dataclass(slots=True, eq=False)
@@ -190,6 +193,7 @@ class QuicTransport(Transport):
         self.auth_failures = 0
         self.handshakes = 0
         self.silent_peers = 0
+        self.handshake_s = SampleWindow(256)  # outbound handshake durations
 
     # -- configuration ---------------------------------------------------------------------
 
@@ -501,7 +505,11 @@ class QuicTransport(Transport):
     def _stats_in_for(self, peer: PeerId) -> LinkStats:
         stats = self._stats_in.get(peer)
         if stats is None:
-            stats = self._stats_in[peer] = LinkStats()
+            if len(self._stats_in) >= 4 * self.max_inbound:
+                peer = OTHER_PEERS  # peer-chosen names must not grow memory without bound
+                stats = self._stats_in.get(peer)
+            if stats is None:
+                stats = self._stats_in[peer] = LinkStats()
         return stats
 
     def _register_cid(self, conn: _Conn, cid: bytes) -> None:
@@ -570,6 +578,7 @@ class QuicTransport(Transport):
         if event.alpn_protocol != ALPN:
             self._close_conn(conn, f"ALPN {event.alpn_protocol!r} is not {ALPN}")
             return
+        self.handshake_s.record(self._clock() - conn.opened_at)
         # Name ourselves first, in a packet of its own, so the peer labels our datagrams.
         quic.send_stream_data(quic.get_next_available_stream_id(), self.node_id.encode(), end_stream=True)
         self._transmit(conn)
@@ -631,7 +640,8 @@ class QuicTransport(Transport):
             handshake=asyncio.get_running_loop().create_future(),
         )
         self._register_cid(conn, quic.host_cid)
-        quic.connect((address.host, address.port), now=self._clock())
+        conn.opened_at = self._clock()
+        quic.connect((address.host, address.port), now=conn.opened_at)
         self._process_events(conn)
         self._transmit(conn)
         return conn
@@ -776,5 +786,7 @@ class QuicTransport(Transport):
                 "transport_inbound_connections": float(len(self._inbound)),
             }
         )
+        if self.handshake_s.count:
+            values["tls_handshake_duration"] = self.handshake_s.mean()
         return values
 
