@@ -87,6 +87,7 @@ class _Conn:
     last_received: float = 0.0  # clock of the last UDP datagram from the peer
     last_sent: float = 0.0  # clock of the last UDP datagram to the peer
     opened_at: float = 0.0
+    backend_errors: int = 0
 
 
 @dataclass(slots=True, eq=False)
@@ -193,6 +194,7 @@ class QuicTransport(Transport):
         self.auth_failures = 0
         self.handshakes = 0
         self.silent_peers = 0
+        self.backend_errors = 0
         self.handshake_s = SampleWindow(256)  # outbound handshake durations
 
     # -- configuration ---------------------------------------------------------------------
@@ -444,7 +446,12 @@ class QuicTransport(Transport):
             return
         now = self._clock()
         sent = 0
-        for data, addr in conn.quic.datagrams_to_send(now=now):
+        try:
+            datagrams = conn.quic.datagrams_to_send(now=now)
+        except Exception as exc:  # a backend bug must cost this connection a turn, not the node
+            self._backend_error(conn, exc)
+            datagrams = []
+        for data, addr in datagrams:
             udp.sendto(data, addr)
             sent += 1
         if sent:
@@ -462,9 +469,19 @@ class QuicTransport(Transport):
         conn.timer = None
         now = max(self._clock(), conn.timer_at or 0.0)
         conn.timer_at = None
-        conn.quic.handle_timer(now=now)
+        try:
+            conn.quic.handle_timer(now=now)
+        except Exception as exc:
+            self._backend_error(conn, exc)
         self._process_events(conn)
         self._mark_dirty(conn)
+
+    def _backend_error(self, conn: _Conn, exc: Exception) -> None:
+        """Count an exception raised inside the QUIC backend; log the first one per connection."""
+        self.backend_errors += 1
+        if not conn.backend_errors:
+            log.warning("%s: QUIC backend error on the connection with %s: %s", self.node_id, conn.peer, exc)
+        conn.backend_errors += 1
 
     def _on_udp(self, data: bytes, addr: tuple[str, int]) -> None:
         self.udp_received += 1
@@ -484,9 +501,8 @@ class QuicTransport(Transport):
         try:
             conn.last_received = now = self._clock()
             conn.quic.receive_datagram(data, addr, now=now)
-        except Exception:  # a backend bug on hostile input must not take the node down
-            self.unroutable += 1
-            log.exception("%s: QUIC backend failed on a datagram from %s", self.node_id, addr)
+        except Exception as exc:  # a backend bug on hostile input must not take the node down
+            self._backend_error(conn, exc)
             return
         self._process_events(conn)
         self._mark_dirty(conn)
