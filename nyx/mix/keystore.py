@@ -1,0 +1,71 @@
+"""A mix's Sphinx keys on disk: one X25519 private key per key epoch, owner-only.
+
+The keys must survive a restart: the directory has published their public halves, and packets
+built on them are in flight. So the key ring is written whenever it changes, atomically (a new
+file renamed over the old), created with mode 0600; a key file others can read is refused, as
+the node runtime refuses its TLS key (`nyx.transport.certs.check_private_file`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+
+from nyx.mix.keys import KeyRing
+from nyx.transport.certs import CertificateError, check_private_file
+
+KEY_FILE = "sphinx-keys.json"
+
+
+class KeyStoreError(ValueError):
+    """The Sphinx key file is unreadable, malformed, or readable by others."""
+
+
+def load_keyring(data_dir: Path, epoch_s: float, overlap_s: float, now: float) -> KeyRing:
+    """The ring stored in `data_dir` (or a new one), rotated to `now` and saved if that changed it."""
+    ring = KeyRing(epoch_s=epoch_s, overlap_s=overlap_s)
+    path = data_dir / KEY_FILE
+    if path.exists():
+        try:
+            check_private_file(path)
+            document = json.loads(path.read_text())
+            if document.get("epoch_s") != epoch_s:
+                raise KeyStoreError(
+                    f"{path} holds keys for {document.get('epoch_s')} s epochs, the config says {epoch_s} s; "
+                    "keep the epoch length or move the file away (its keys are then lost)"
+                )
+            for epoch, private_hex in document["keys"].items():
+                ring.add(int(epoch), X25519PrivateKey.from_private_bytes(bytes.fromhex(private_hex)))
+        except CertificateError as exc:
+            raise KeyStoreError(str(exc)) from exc
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            if isinstance(exc, KeyStoreError):
+                raise
+            raise KeyStoreError(f"{path}: not a Sphinx key file ({exc})") from exc
+    before = set(ring.keys)
+    ring.rotate(now)
+    if set(ring.keys) != before or not path.exists():
+        save_keyring(ring, data_dir)
+    return ring
+
+
+def save_keyring(ring: KeyRing, data_dir: Path) -> None:
+    """Write every key of `ring` to `data_dir` (0600, atomically)."""
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    document = {
+        "epoch_s": ring.epoch_s,
+        "keys": {str(epoch): key.private_key.private_bytes_raw().hex() for epoch, key in sorted(ring.keys.items())},
+    }
+    path = data_dir / KEY_FILE
+    temporary = path.with_suffix(".tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, (json.dumps(document, indent=1) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(temporary, path)
