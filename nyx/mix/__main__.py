@@ -1,0 +1,245 @@
+"""`python -m nyx.mix`: run one mix node.
+
+With no flags it starts on an embedded default (node `mix-1`, layer 1, fresh keys in a temporary
+directory, 127.0.0.1:43300 or a free port) so that trying it needs nothing. Either way it prints
+its directory record as one JSON line on stdout once it listens (logs go to stderr), serves until
+SIGTERM (drain: stop accepting, flush the delay queue, exit 0) or SIGINT (exit 130).
+
+The node runtime (`nyx.node`: TOML config, TLS identity, metrics, signals) is shared with every
+node kind; the mix adds a `[mix]` table:
+
+    [mix]
+    layer = 1
+    mean_delay_s = 0.05          # or: latency_budget_s = 0.5, path_hops = 3 (Erlang 95% quantile)
+    # batch_size = 100           # batch mode: N packets or batch_timeout_s, shuffled
+    # batch_timeout_s = 0.5
+    directory = "directory.json" # every node in it becomes a peer (next hops, destinations)
+    epoch_s = 3600               # Sphinx key epochs, accepted overlap_s either side
+    overlap_s = 300
+    replay_capacity = 1048576    # replay tags per epoch (8 bytes each)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import socket
+import sys
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nyx.mix.core import MixCore
+from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
+from nyx.mix.directory import Directory, DirectoryError, NodeRecord
+from nyx.mix.keystore import KeyStoreError, load_keyring, save_keyring
+from nyx.mix.node import MixNode
+from nyx.node.__main__ import argument_parser, resolve_config
+from nyx.node.config import ConfigError, NodeConfig, parse_config, with_overrides
+from nyx.node.logs import configure_logging
+from nyx.node.runtime import EXIT_CONFIG, EXIT_SOFTWARE, NodeRuntime
+from nyx.transport.certs import CertificateError
+
+log = logging.getLogger("nyx.mix")
+
+PROG = "python -m nyx.mix"
+DEFAULT_PORT = 43300
+
+
+@dataclass(frozen=True, slots=True)
+class MixSettings:
+    """The `[mix]` table, validated."""
+
+    layer: int = 1
+    mean_delay_s: float = 0.05
+    batch_size: int | None = None
+    batch_timeout_s: float | None = None
+    directory: Path | None = None
+    epoch_s: float = 3600.0
+    overlap_s: float = 300.0
+    replay_capacity: int = 1 << 20
+    region: str | None = None
+    weight: float = 1.0
+
+
+def _number(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
+    value = table.get(key, default)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else kind):
+        raise ConfigError(f"mix.{key}: expected {kind.__name__}, got {value!r}")
+    return kind(value)
+
+
+def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
+    table = config.extra.get("mix", {})
+    if not isinstance(table, dict):
+        raise ConfigError("mix: expected a table")
+    for cli, key in (("layer", "layer"), ("mean_delay", "mean_delay_s"), ("latency_budget", "latency_budget_s"),
+                     ("batch_size", "batch_size"), ("batch_timeout", "batch_timeout_s"), ("directory", "directory")):
+        if getattr(args, cli) is not None:
+            table = {**table, key: getattr(args, cli)}
+            if cli == "latency_budget":
+                table.pop("mean_delay_s", None)
+    mean = _number(table, "mean_delay_s", float, 0.05)
+    budget = _number(table, "latency_budget_s", float, None)
+    if budget is not None:
+        if "mean_delay_s" in table:
+            raise ConfigError("mix: give mean_delay_s or latency_budget_s, not both")
+        mean = mean_delay_for_budget(budget, _number(table, "path_hops", int, 3), _number(table, "quantile", float, 0.95))
+    if mean < 0:
+        raise ConfigError(f"mix.mean_delay_s: >= 0, got {mean}")
+    batch_size = _number(table, "batch_size", int, None)
+    batch_timeout = _number(table, "batch_timeout_s", float, None)
+    if (batch_size is None) != (batch_timeout is None):
+        raise ConfigError("mix: batch mode needs both batch_size and batch_timeout_s")
+    if batch_size is not None and (batch_size < 1 or batch_timeout <= 0):
+        raise ConfigError("mix: batch_size >= 1 and batch_timeout_s > 0")
+    layer = _number(table, "layer", int, 1)
+    if layer < 1:
+        raise ConfigError(f"mix.layer: >= 1, got {layer}")
+    directory = table.get("directory")
+    settings = MixSettings(
+        layer=layer,
+        mean_delay_s=mean,
+        batch_size=batch_size,
+        batch_timeout_s=batch_timeout,
+        directory=Path(directory) if directory else None,
+        epoch_s=_number(table, "epoch_s", float, 3600.0),
+        overlap_s=_number(table, "overlap_s", float, 300.0),
+        replay_capacity=_number(table, "replay_capacity", int, 1 << 20),
+        region=table.get("region"),
+        weight=_number(table, "weight", float, 1.0),
+    )
+    if not 0 <= settings.overlap_s < settings.epoch_s:
+        raise ConfigError("mix: 0 <= overlap_s < epoch_s")
+    if settings.replay_capacity < 1:
+        raise ConfigError("mix.replay_capacity: >= 1")
+    return settings
+
+
+def embedded_default() -> NodeConfig:
+    """Node `mix-1`, layer 1, keys in a fresh temporary directory, port 43300 if it is free."""
+    port = DEFAULT_PORT
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", DEFAULT_PORT))
+        except OSError:
+            port = 0
+    data_dir = tempfile.mkdtemp(prefix="nyx-mix-1-")
+    return parse_config({"node_id": "mix-1", "role": "mix", "data_dir": data_dir, "transport": {"port": port}})
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argument_parser(PROG)
+    p.description = "Run a Nyx mix node. With no flags: an embedded default (mix-1, layer 1, fresh keys)."
+    p.add_argument("--layer", type=int, help="overrides mix.layer")
+    p.add_argument("--mean-delay", type=float, help="overrides mix.mean_delay_s (seconds per hop)")
+    p.add_argument("--latency-budget", type=float, help="derive the mean delay from a path budget (seconds)")
+    p.add_argument("--batch-size", type=int, help="batch mode: release after N packets ...")
+    p.add_argument("--batch-timeout", type=float, help="... or this many seconds after the first")
+    p.add_argument("--directory", help="directory JSON file; its nodes become peers")
+    return p
+
+
+def record_of(runtime: NodeRuntime, settings: MixSettings, node: MixNode) -> NodeRecord:
+    address = runtime.transport.address  # type: ignore[attr-defined]
+    return NodeRecord(
+        node_id=runtime.config.node_id,
+        role="mix",
+        layer=settings.layer,
+        host=address.host,
+        port=address.port,
+        fingerprint=address.fingerprint,
+        sphinx_keys={epoch: key.public_key for epoch, key in node.core.keyring.keys.items()},
+        region=settings.region,
+        weight=settings.weight,
+    )
+
+
+def make_service(settings: MixSettings):  # type: ignore[no-untyped-def]
+    async def service(runtime: NodeRuntime) -> None:
+        data_dir = runtime.config.data_dir
+        ring = load_keyring(data_dir, settings.epoch_s, settings.overlap_s, _wall())
+        core = MixCore(
+            ring,
+            delay=PoissonDelay(settings.mean_delay_s) if settings.batch_size is None else None,
+            replay_capacity=settings.replay_capacity,
+        )
+        batch = BatchQueue(settings.batch_size, settings.batch_timeout_s) if settings.batch_size else None  # type: ignore[arg-type]
+        node = MixNode(core, runtime.transport, batch=batch, on_rotate=lambda _: save_keyring(ring, data_dir))
+        if settings.directory is not None:
+            directory = Directory.load(settings.directory)
+            for record in directory.nodes.values():
+                if record.node_id != runtime.config.node_id and record.fingerprint:
+                    runtime.transport.add_peer(record.node_id, record.address())
+        for reason in node.drop_counts():
+            runtime.registry.add_source(
+                f"mix-drop-{reason}", lambda r=reason: {"mix_packet_drop": node.drop_counts()[r]}, {"reason": reason}
+            )
+        runtime.registry.add_source("mix-keys", lambda: {"key_reload_duration": node.key_reload_s})
+        runtime.on_drain(node.drain)
+        print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
+        log.info(
+            "mix layer %d: %s, data in %s", settings.layer,
+            f"batches of {settings.batch_size} or {settings.batch_timeout_s} s" if batch
+            else f"mean delay {settings.mean_delay_s * 1000:.1f} ms", data_dir,
+        )
+        await node.run()
+
+    return service
+
+
+def _wall() -> float:
+    import time
+
+    return time.time()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if args.config is None and args.node_id is None:
+            config = with_overrides(
+                embedded_default(), host=args.host, port=args.port, data_dir=args.data_dir, backend=args.backend,
+                metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_format=args.log_format,
+                log_level=args.log_level, drain_timeout_s=args.drain_timeout_s, uvloop=args.uvloop,
+            )
+        else:
+            config = resolve_config(args)
+        config = with_overrides(config, role="mix")
+        settings = mix_settings(config, args)
+    except ConfigError as exc:
+        print(f"{PROG}: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    configure_logging(config.node_id, config.log_format, config.log_level)
+    try:
+        runtime = NodeRuntime(config)
+        load_keyring(config.data_dir, settings.epoch_s, settings.overlap_s, _wall())  # fail before listening
+        if settings.directory is not None:
+            Directory.load(settings.directory)
+    except (CertificateError, ConfigError, KeyStoreError, DirectoryError, ValueError) as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    loop_factory = None
+    if config.uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            log.info("uvloop not installed; using the asyncio event loop")
+        else:
+            loop_factory = uvloop.new_event_loop
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(runtime.run(make_service(settings)))
+    except Exception:
+        log.exception("mix node failed")
+        return EXIT_SOFTWARE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
