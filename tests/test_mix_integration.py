@@ -50,6 +50,7 @@ class MixProcess:
             f'node_id = "{node_id}"\nrole = "mix"\ndata_dir = "{node_id}-data"\n'
             '[transport]\nport = 0\n[metrics]\nport = 0\n[log]\nformat = "json"\n'
             f'[mix]\nlayer = {layer}\nmean_delay_s = {mean_delay_s}\ndirectory = "{directory_path}"\n'
+            "replay_capacity = 65536\n"
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "nyx.mix", "--config", str(config), "--no-uvloop",

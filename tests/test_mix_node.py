@@ -198,3 +198,21 @@ def test_the_key_store_keeps_keys_across_restarts_owner_only(tmp_path: Path) -> 
     os.chmod(path, 0o600)
     with pytest.raises(KeyStoreError, match="epoch"):
         load_keyring(tmp_path, epoch_s=50.0, overlap_s=10.0, now=260.0)
+
+
+async def test_rotation_tells_the_owner_and_frees_retired_epochs() -> None:
+    network = SimNetwork(seed=5)
+    clock = [50.0]
+    ring = KeyRing(epoch_s=100.0, overlap_s=10.0)
+    core = MixCore(ring, replay_capacity=16)
+    core.rotate(clock[0])
+    told: list[list[int]] = []
+    node = MixNode(core, network.transport("mix-1"), clock=lambda: clock[0], on_rotate=told.append)
+    assert node.rotate() == [] and told == []  # nothing changed
+    clock[0] = 105.0
+    node.rotate()  # epoch 2's key is generated ahead; epoch 0's is still inside its overlap
+    assert sorted(ring.keys) == [0, 1, 2] and told == [[]]
+    clock[0] = 111.0
+    assert node.rotate() == [0] and told[-1] == [0]
+    assert sorted(ring.keys) == [1, 2]
+    network.close()

@@ -2,11 +2,13 @@
 
 The sans-I/O core is `MixCore.process(packet, now) -> Forward | Deliver | Drop`; senders build
 packets with `create_packet`, reply blocks with `create_surb` / `create_reply` / `open_reply`.
+`MixNode` is the asyncio shell on a `nyx.transport.Transport`; `python -m nyx.mix` runs one.
 """
 
 from nyx.mix.core import DROP_REASONS, Deliver, Drop, Forward, MixCore
 from nyx.mix.delay import BatchQueue, DelayQueue, PoissonDelay, mean_delay_for_budget
 from nyx.mix.keys import EpochKey, KeyRing
+from nyx.mix.node import MixNode
 from nyx.mix.packet import (
     CLASSIC_FORMAT,
     DEFAULT_FORMAT,
@@ -37,6 +39,7 @@ __all__ = [
     "Hop",
     "KeyRing",
     "MixCore",
+    "MixNode",
     "MixPacketError",
     "PacketFormat",
     "PoissonDelay",

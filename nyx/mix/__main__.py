@@ -3,7 +3,8 @@
 With no flags it starts on an embedded default (node `mix-1`, layer 1, fresh keys in a temporary
 directory, 127.0.0.1:43300 or a free port) so that trying it needs nothing. Either way it prints
 its directory record as one JSON line on stdout once it listens (logs go to stderr), serves until
-SIGTERM (drain: stop accepting, flush the delay queue, exit 0) or SIGINT (exit 130).
+SIGTERM (drain: stop accepting, flush the delay queue, exit 0) or SIGINT (exit 130). When its
+keys rotate it prints the updated record (now listing the next epoch's key) the same way.
 
 The node runtime (`nyx.node`: TOML config, TLS identity, metrics, signals) is shared with every
 node kind; the mix adds a `[mix]` table:
@@ -16,7 +17,8 @@ node kind; the mix adds a `[mix]` table:
     directory = "directory.json" # every node in it becomes a peer (next hops, destinations)
     epoch_s = 3600               # Sphinx key epochs, accepted overlap_s either side
     overlap_s = 300
-    replay_capacity = 1048576    # replay tags per epoch (8 bytes each)
+    max_rate_pps = 1000          # peak packets/s: sizes the replay table (8 bytes per tag),
+    # replay_capacity = ...      # or give the tags per epoch directly
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,7 +44,7 @@ from nyx.mix.node import MixNode
 from nyx.node.__main__ import argument_parser, resolve_config
 from nyx.node.config import ConfigError, NodeConfig, parse_config, with_overrides
 from nyx.node.logs import configure_logging
-from nyx.node.runtime import EXIT_CONFIG, EXIT_SOFTWARE, NodeRuntime
+from nyx.node.runtime import EXIT_CONFIG, EXIT_SOFTWARE, NodeRuntime, Service
 from nyx.transport.certs import CertificateError
 
 log = logging.getLogger("nyx.mix")
@@ -111,7 +114,7 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
         directory=Path(directory) if directory else None,
         epoch_s=_number(table, "epoch_s", float, 3600.0),
         overlap_s=_number(table, "overlap_s", float, 300.0),
-        replay_capacity=_number(table, "replay_capacity", int, 1 << 20),
+        replay_capacity=_replay_capacity(table),
         region=table.get("region"),
         weight=_number(table, "weight", float, 1.0),
     )
@@ -120,6 +123,19 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
     if settings.replay_capacity < 1:
         raise ConfigError("mix.replay_capacity: >= 1")
     return settings
+
+
+def _replay_capacity(table: dict[str, Any]) -> int:
+    """Tags one epoch's table must hold: every packet while the epoch's key is accepted, at the
+    peak rate (8 bytes each: the default 1,000 pps over 3600 + 2 x 300 s is 34 MB per epoch)."""
+    explicit = _number(table, "replay_capacity", int, None)
+    if explicit is not None:
+        return explicit
+    max_rate_pps = _number(table, "max_rate_pps", float, 1000.0)
+    accepted_s = _number(table, "epoch_s", float, 3600.0) + 2 * _number(table, "overlap_s", float, 300.0)
+    if max_rate_pps <= 0:
+        raise ConfigError(f"mix.max_rate_pps: > 0, got {max_rate_pps}")
+    return max(1, int(max_rate_pps * accepted_s))
 
 
 def embedded_default() -> NodeConfig:
@@ -161,17 +177,24 @@ def record_of(runtime: NodeRuntime, settings: MixSettings, node: MixNode) -> Nod
     )
 
 
-def make_service(settings: MixSettings):  # type: ignore[no-untyped-def]
+def make_service(settings: MixSettings) -> Service:
     async def service(runtime: NodeRuntime) -> None:
         data_dir = runtime.config.data_dir
-        ring = load_keyring(data_dir, settings.epoch_s, settings.overlap_s, _wall())
+        ring = load_keyring(data_dir, settings.epoch_s, settings.overlap_s, time.time())
         core = MixCore(
             ring,
             delay=PoissonDelay(settings.mean_delay_s) if settings.batch_size is None else None,
             replay_capacity=settings.replay_capacity,
         )
         batch = BatchQueue(settings.batch_size, settings.batch_timeout_s) if settings.batch_size else None  # type: ignore[arg-type]
-        node = MixNode(core, runtime.transport, batch=batch, on_rotate=lambda _: save_keyring(ring, data_dir))
+        node = MixNode(core, runtime.transport, batch=batch)
+
+        def on_rotate(retired: list[int]) -> None:
+            # Keep the new key across restarts, and publish the record that now lists it.
+            save_keyring(ring, data_dir)
+            print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
+
+        node.on_rotate = on_rotate
         if settings.directory is not None:
             directory = Directory.load(settings.directory)
             for record in directory.nodes.values():
@@ -194,12 +217,6 @@ def make_service(settings: MixSettings):  # type: ignore[no-untyped-def]
     return service
 
 
-def _wall() -> float:
-    import time
-
-    return time.time()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -219,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.node_id, config.log_format, config.log_level)
     try:
         runtime = NodeRuntime(config)
-        load_keyring(config.data_dir, settings.epoch_s, settings.overlap_s, _wall())  # fail before listening
+        load_keyring(config.data_dir, settings.epoch_s, settings.overlap_s, time.time())  # fail before listening
         if settings.directory is not None:
             Directory.load(settings.directory)
     except (CertificateError, ConfigError, KeyStoreError, DirectoryError, ValueError) as exc:

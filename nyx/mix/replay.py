@@ -6,13 +6,15 @@ Tags only need keeping while the key that produced them is accepted, so there is
 key epoch and it is freed when the key retires (see `KeyRing.rotate`).
 
 The table is a fixed array of 32-bit fingerprints with open addressing (linear probing), sized to
-twice its capacity: 8 bytes of memory per tag, about 0.3 us per check in CPython (a Bloom filter
-with a comparable rate needs ~20 bit probes per packet, several microseconds in Python). The slot
-comes from tag bits 0..31 and the fingerprint from bits 32..63, so a new tag is wrongly taken for
-a replay only if a probed slot holds its exact fingerprint: at the full load factor of 1/2 an
-unsuccessful search probes 2.5 slots on average (Knuth), so the false-positive rate is at most
-2.5 / 2**32 = 5.8e-10 per packet (`FALSE_POSITIVE_RATE`). At capacity the table refuses new tags
-rather than let that rate grow (the node should rotate its epoch sooner or be given more room).
+twice its capacity: 8 bytes of memory per tag of capacity, about 0.3 us per check in CPython (a
+Bloom filter with a comparable rate needs ~20 bit probes per packet, several microseconds in
+Python). The slot comes from tag bits 0..31 (mod the table size) and the fingerprint from bits
+32..63, so a new tag is wrongly taken for a replay only if a probed slot holds its exact
+fingerprint: at the full load factor of 1/2 an unsuccessful search probes 2.5 slots on average
+(Knuth), so the false-positive rate is at most 2.5 / 2**32 = 5.8e-10 per packet
+(`FALSE_POSITIVE_RATE`). At capacity the table refuses new tags rather than let that rate grow:
+size it as the peak packet rate times the time a key is accepted (epoch_s + 2 * overlap_s);
+`python -m nyx.mix` does so from `max_rate_pps`.
 """
 
 from __future__ import annotations
@@ -30,16 +32,15 @@ class ReplayCacheFull(Exception):
 class ReplayFilter:
     """The tags of one key epoch."""
 
-    __slots__ = ("capacity", "count", "_table", "_mask")
+    __slots__ = ("capacity", "count", "_table", "_slots")
 
     def __init__(self, capacity: int) -> None:
         if capacity < 1:
             raise ValueError(f"a replay filter needs a capacity of at least 1 tag, not {capacity}")
-        slots = 1 << max(1, (2 * capacity - 1).bit_length())
         self.capacity = capacity
         self.count = 0
-        self._table = array("I", bytes(4 * slots))
-        self._mask = slots - 1
+        self._slots = 2 * capacity  # load factor at most 1/2
+        self._table = array("I", [0]) * self._slots  # no transient copy of a large zero buffer
 
     @property
     def memory_bytes(self) -> int:
@@ -52,8 +53,8 @@ class ReplayFilter:
         """
         value = int.from_bytes(tag[:8], "little")
         fingerprint = (value >> 32) or 1  # 0 marks an empty slot
-        table, mask = self._table, self._mask
-        slot = value & mask
+        table, slots = self._table, self._slots
+        slot = (value & 0xFFFFFFFF) % slots
         while True:
             held = table[slot]
             if held == 0:
@@ -67,7 +68,9 @@ class ReplayFilter:
                 return True
             if held == fingerprint:
                 return False
-            slot = (slot + 1) & mask
+            slot += 1
+            if slot == slots:
+                slot = 0
 
 
 class ReplayCache:
