@@ -21,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from nyx.mix import create_packet
 from nyx.mix.directory import Directory, NodeRecord, select_route
 from nyx.mix.node import decode_delivery
-from nyx.transport import PeerAddress
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.quic import QuicTransport
 

@@ -11,7 +11,18 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
-from nyx.mix import BatchQueue, Deliver, Hop, KeyRing, MixCore, PoissonDelay, create_packet, create_reply, create_surb, open_reply
+from nyx.mix import (
+    BatchQueue,
+    Deliver,
+    Hop,
+    KeyRing,
+    MixCore,
+    PoissonDelay,
+    create_packet,
+    create_reply,
+    create_surb,
+    open_reply,
+)
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord, select_route
 from nyx.mix.keystore import KEY_FILE, KeyStoreError, load_keyring
 from nyx.mix.node import MixNode, decode_delivery, encode_delivery
@@ -29,12 +40,15 @@ def directory_of(keys: dict[str, X25519PrivateKey], per_layer: int) -> Directory
     return Directory.of(records)
 
 
-async def start_mixes(network: SimNetwork, keys: dict[str, X25519PrivateKey], mean_delay_s: float, **node_kwargs) -> dict[str, MixNode]:
+async def start_mixes(
+    network: SimNetwork, keys: dict[str, X25519PrivateKey], mean_delay_s: float, **node_kwargs: object
+) -> dict[str, MixNode]:
     nodes = {}
     for node_id, key in keys.items():
         transport = network.transport(node_id)
         await transport.listen()
-        core = MixCore(KeyRing.single(key), delay=PoissonDelay(mean_delay_s, random.Random(node_id)), replay_capacity=4096)
+        delay = PoissonDelay(mean_delay_s, random.Random(node_id))
+        core = MixCore(KeyRing.single(key), delay=delay, replay_capacity=4096)
         nodes[node_id] = MixNode(core, transport, **node_kwargs)
     return nodes
 
@@ -128,20 +142,22 @@ async def test_batch_mode_releases_a_full_batch_at_once() -> None:
     key = X25519PrivateKey.generate()
     transport = network.transport("mix-1")
     await transport.listen()
-    node = MixNode(MixCore(KeyRing.single(key), replay_capacity=64), transport, batch=BatchQueue(10, 30.0, random.Random(1)))
+    batch: BatchQueue = BatchQueue(10, 30.0, random.Random(1))
+    node = MixNode(MixCore(KeyRing.single(key), replay_capacity=64), transport, batch=batch)
     out, client = network.transport("next"), network.transport("client")
     await out.listen()
     await client.listen()
     got: list[bytes] = []
     out.set_handler(lambda peer, packet: got.append(packet))
     public = key.public_key().public_bytes_raw()
+    route = [Hop("mix-1", public), Hop("next", public)]
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(node.run())
         for i in range(9):
-            client.send("mix-1", create_packet([Hop("mix-1", public), Hop("next", public)], "svc", b"", epoch=0)[1])
+            client.send("mix-1", create_packet(route, "svc", b"", epoch=0)[1])
         await asyncio.sleep(0.05)
         assert not got and node.held() == 9
-        client.send("mix-1", create_packet([Hop("mix-1", public), Hop("next", public)], "svc", b"", epoch=0)[1])
+        client.send("mix-1", create_packet(route, "svc", b"", epoch=0)[1])
         await asyncio.sleep(0.05)
         task.cancel()
     assert len(got) == 10

@@ -171,7 +171,9 @@ def records(budget_s: float) -> list[MicroRecord]:
         sphinx_hop, _ = _sphinxmix_operations(modules, 3)
         reference = ops_per_s(sphinx_hop, budget_s)
         out.append(MicroRecord("mix hop/s, kem format (default)", kem_hops, f"{SPHINXMIX} hop/s (P-224)", reference))
-        out.append(MicroRecord("mix hop/s, classic Sphinx format", classic_hops, f"{SPHINXMIX} hop/s (P-224)", reference))
+        out.append(
+            MicroRecord("mix hop/s, classic Sphinx format", classic_hops, f"{SPHINXMIX} hop/s (P-224)", reference)
+        )
     out.append(MicroRecord("mix hop/s, kem format (default)", kem_hops, "X25519 exchange/s (floor)", floor))
     for hops in (3, 5):
         created = ops_per_s(_create_operation(hops), budget_s)
@@ -182,6 +184,7 @@ def records(budget_s: float) -> list[MicroRecord]:
                             ops_per_s(sphinx_create, budget_s))
             )
         else:
-            out.append(MicroRecord(f"mix create/s, {hops} hops", created, f"X25519 exchange/s / {2 * hops}", floor / (2 * hops)))
+            reference_name = f"X25519 exchange/s / {2 * hops}"
+            out.append(MicroRecord(f"mix create/s, {hops} hops", created, reference_name, floor / (2 * hops)))
     out.extend(_node_records(budget_s))
     return out

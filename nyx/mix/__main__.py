@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nyx.mix.core import MixCore
+from nyx.mix.core import Forward, MixCore
 from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord
 from nyx.mix.keystore import KeyStoreError, load_keyring, save_keyring
@@ -93,7 +93,8 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
     if budget is not None:
         if "mean_delay_s" in table:
             raise ConfigError("mix: give mean_delay_s or latency_budget_s, not both")
-        mean = mean_delay_for_budget(budget, _number(table, "path_hops", int, 3), _number(table, "quantile", float, 0.95))
+        hops = _number(table, "path_hops", int, 3)
+        mean = mean_delay_for_budget(budget, hops, _number(table, "quantile", float, 0.95))
     if mean < 0:
         raise ConfigError(f"mix.mean_delay_s: >= 0, got {mean}")
     batch_size = _number(table, "batch_size", int, None)
@@ -186,7 +187,9 @@ def make_service(settings: MixSettings) -> Service:
             delay=PoissonDelay(settings.mean_delay_s) if settings.batch_size is None else None,
             replay_capacity=settings.replay_capacity,
         )
-        batch = BatchQueue(settings.batch_size, settings.batch_timeout_s) if settings.batch_size else None  # type: ignore[arg-type]
+        batch = None
+        if settings.batch_size is not None and settings.batch_timeout_s is not None:
+            batch = BatchQueue[Forward](settings.batch_size, settings.batch_timeout_s)
         node = MixNode(core, runtime.transport, batch=batch)
 
         def on_rotate(retired: list[int]) -> None:

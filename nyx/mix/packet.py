@@ -349,7 +349,8 @@ class Surb:
         first_hop = decode_node_id(raw[:NODE_ID_BYTES])
         if first_hop is None:
             raise MixPacketError("the SURB's first-hop field is not a node id")
-        return cls(first_hop, raw[NODE_ID_BYTES : NODE_ID_BYTES + SURB_SEED_BYTES], raw[NODE_ID_BYTES + SURB_SEED_BYTES :])
+        seed_end = NODE_ID_BYTES + SURB_SEED_BYTES
+        return cls(first_hop, raw[NODE_ID_BYTES:seed_end], raw[seed_end:])
 
 
 @dataclass(frozen=True, slots=True)
