@@ -152,6 +152,22 @@ async def test_python_m_nyx_mix_starts_on_its_embedded_default_and_prints_its_re
     assert proc.returncode == 0
 
 
+async def test_embedded_default_keeps_its_keys_only_while_it_runs(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "nyx.mix", "--metrics-port", "-1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env=dict(os.environ, PYTHONPATH=str(REPO), TMPDIR=str(tmp_path)),
+    )
+    async with asyncio.timeout(30):
+        record = NodeRecord.from_json(json.loads(await proc.stdout.readline()))
+        assert record.node_id == "mix-1"
+        assert [p.name.startswith("nyx-mix-1-") for p in tmp_path.iterdir()] == [True]
+        proc.send_signal(signal.SIGTERM)
+        await proc.communicate()
+    assert proc.returncode == 0
+    assert list(tmp_path.iterdir()) == []
+
+
 async def test_python_m_nyx_mix_help_and_config_errors(tmp_path: Path) -> None:
     proc = await _run("--help")
     out, _ = await proc.communicate()

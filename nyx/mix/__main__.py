@@ -1,7 +1,7 @@
 """`python -m nyx.mix`: run one mix node.
 
 With no flags it starts on an embedded default (node `mix-1`, layer 1, fresh keys in a temporary
-directory, 127.0.0.1:43300 or a free port) so that trying it needs nothing. Either way it prints
+directory removed at exit unless `--data-dir` names one, 127.0.0.1:43300 or a free port) so that trying it needs nothing. Either way it prints
 its directory record as one JSON line on stdout once it listens (logs go to stderr), serves until
 SIGTERM (drain: stop accepting, flush the delay queue, exit 0) or SIGINT (exit 130). When its
 keys rotate it prints the updated record (now listing the next epoch's key) the same way.
@@ -139,15 +139,14 @@ def _replay_capacity(table: dict[str, Any]) -> int:
     return max(1, int(max_rate_pps * accepted_s))
 
 
-def embedded_default() -> NodeConfig:
-    """Node `mix-1`, layer 1, keys in a fresh temporary directory, port 43300 if it is free."""
+def embedded_default(data_dir: str) -> NodeConfig:
+    """Node `mix-1`, layer 1, keys in `data_dir`, port 43300 if it is free."""
     port = DEFAULT_PORT
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         try:
             probe.bind(("127.0.0.1", DEFAULT_PORT))
         except OSError:
             port = 0
-    data_dir = tempfile.mkdtemp(prefix="nyx-mix-1-")
     return parse_config({"node_id": "mix-1", "role": "mix", "data_dir": data_dir, "transport": {"port": port}})
 
 
@@ -222,10 +221,19 @@ def make_service(settings: MixSettings) -> Service:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.config is None and args.node_id is None and args.data_dir is None:
+        # A try-out node: its keys live only as long as the process, so nothing is left behind.
+        with tempfile.TemporaryDirectory(prefix="nyx-mix-1-") as scratch:
+            return _run(args, scratch)
+    return _run(args, args.data_dir)
+
+
+def _run(args: argparse.Namespace, default_data_dir: str | None) -> int:
     try:
         if args.config is None and args.node_id is None:
+            assert default_data_dir is not None
             config = with_overrides(
-                embedded_default(), host=args.host, port=args.port, data_dir=args.data_dir, backend=args.backend,
+                embedded_default(default_data_dir), host=args.host, port=args.port, data_dir=args.data_dir, backend=args.backend,
                 metrics_host=args.metrics_host, metrics_port=args.metrics_port, log_format=args.log_format,
                 log_level=args.log_level, drain_timeout_s=args.drain_timeout_s, uvloop=args.uvloop,
             )
