@@ -10,24 +10,24 @@ part L and the rest R:
 
     R ^= S(L ^ k1);  L ^= H(k2, R);  R ^= S(L ^ k3);  L ^= H(k4, R)
 
-with S the ChaCha20 keystream (from `cryptography`) and H keyed BLAKE2b-256 (from `hashlib`).
-Each S round needs a fresh `Cipher` because its key is data-dependent; that is two of the three
-`Cipher` constructions per hop, and the reason the rest of the hop shares one keystream.
+with S the ChaCha20 keystream (`keys.chacha20_xor`, from `cryptography`) and H keyed BLAKE2b-256
+(from `hashlib`). Each S round needs a fresh cipher because its key is data-dependent; that is two
+of the three cipher set-ups per hop, and the reason the rest of the hop shares one keystream.
 """
 
 from __future__ import annotations
 
 import hashlib
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+from nyx.mix.keys import chacha20_xor
 
 KEY_BYTES = 128  # four 32-byte round keys
 LEFT_BYTES = 32  # a ChaCha20 key and a BLAKE2b-256 digest
-_NONCE = bytes(16)  # every S key is single-use (it depends on the block), so a fixed nonce is safe
 
 
 def _stream_xor(key: int, data: bytes) -> bytes:
-    return Cipher(algorithms.ChaCha20(key.to_bytes(32, "little"), _NONCE), None).encryptor().update(data)
+    # Every S key is single-use (it depends on the block), as chacha20_xor requires.
+    return chacha20_xor(key.to_bytes(32, "little"), data)
 
 
 def _hash(key: bytes, data: bytes) -> int:

@@ -29,7 +29,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from nyx.mix import keys as K
 from nyx.mix.lioness import Lioness
@@ -148,7 +147,7 @@ class Peeled:
 
 
 def _keystream(key: bytes, length: int) -> bytes:
-    return Cipher(algorithms.ChaCha20(key, K.NONCE), None).encryptor().update(bytes(length))
+    return K.chacha20_xor(key, bytes(length))
 
 
 def _xor(a: bytes, b: bytes) -> bytes:
@@ -182,10 +181,12 @@ def peel(
     except ValueError:  # a low-order point: the shared secret would be all zeros
         return "key"
     hop_key = K.hop_key(shared, element)
-    stream = Cipher(algorithms.ChaCha20(hop_key, K.NONCE), None).encryptor()
-    keys = stream.update(_ZEROS_KEYS)
     header_end = fmt.header_bytes
     beta = packet[_PREFIX_BYTES:header_end]
+    slot_bytes = fmt.slot_bytes
+    # One keystream for the hop: its keys, then the routing header (beta, extended by a slot).
+    stream = K.chacha20_xor(hop_key, _ZEROS_KEYS + beta + bytes(slot_bytes))
+    keys = stream[: K.KEYS_BYTES]
     h = hashlib.blake2b(packet[: 1 + GROUP_BYTES], key=keys[K.MAC_KEY], digest_size=MAC_BYTES)
     h.update(beta)
     if not hmac.compare_digest(h.digest(), packet[_GAMMA]):
@@ -193,8 +194,7 @@ def peel(
     refused = admit(keys[K.REPLAY_TAG])
     if refused is not None:
         return refused
-    slot_bytes = fmt.slot_bytes
-    routing = stream.update(beta + bytes(slot_bytes))
+    routing = stream[K.KEYS_BYTES :]
     body = Lioness(keys[K.LIONESS_KEY]).decrypt(packet[header_end:])
     flag = routing[0]
     address = decode_node_id(routing[1 : 1 + NODE_ID_BYTES])
