@@ -35,3 +35,28 @@ def test_scl_044_measures_encode_latency_of_real_blocks() -> None:
     assert result.measurement.value > 0
     assert len(result.measurement.latencies_s) >= 40  # 833 blocks/s x 0.1 x 0.6 s
     assert any("fec_encode_latency" in note for note in result.notes())
+
+
+def test_scl_003_measures_gateway_cpu_over_a_60_percent_pq_mix() -> None:
+    result = brief("SCL-003", duration_s=1.0, scale=0.1)
+    check_shape(result)
+    assert 0 < result.measurement.value < 100 * 2  # a share of one core; two cores at most
+    mix = next(note for note in result.notes() if "hybrid (X-Wing)" in note)
+    assert "0 failed" in mix
+
+
+def test_scl_036_completes_handshakes_across_the_suite_switch() -> None:
+    result = brief("SCL-036", duration_s=1.5, scale=0.25)
+    check_shape(result)
+    assert 0 < result.measurement.value <= 100
+    suites = next(note for note in result.notes() if note.startswith("suites of completed"))
+    assert "'pq'" in suites and "'hybrid'" in suites  # traffic ran on both sides of the switch
+
+
+def test_scl_037_measures_reload_latency_of_real_rotations() -> None:
+    result = brief("SCL-037", duration_s=0.8, scale=0.2)
+    check_shape(result)
+    assert result.threshold.unit == "s"
+    assert 0 < result.measurement.value < 5
+    assert len(result.measurement.latencies_s) >= 10
+    assert any("0 rotations failed" in note for note in result.notes())

@@ -55,10 +55,12 @@ class LoadResult:
 
     scheduled: int
     elapsed_s: float = 0.0
+    issue_s: float = 0.0  # from the start until the last arrival was started (or the time was up)
     completed: int = 0
     failed: int = 0
     missed: int = 0  # due, but the generator never got to start them before the time was up
     latencies_s: list[float] = field(default_factory=list)
+    indices: list[int] = field(default_factory=list)  # the arrival of each latency sample
 
     @property
     def started(self) -> int:
@@ -66,8 +68,10 @@ class LoadResult:
 
     @property
     def achieved_rate(self) -> float:
-        """Arrivals handled (completed or failed) per second of run time."""
-        return self.started / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        """Arrivals started (and then completed or failed) per second of the schedule's span.
+
+        Operations still finishing after the last arrival (async replays) do not dilute it."""
+        return self.started / self.issue_s if self.issue_s > 0 else 0.0
 
 
 async def drive_sync(
@@ -106,6 +110,7 @@ async def drive_sync(
         else:
             result.completed += 1
             result.latencies_s.append(done - due)
+            result.indices.append(index)
         index += 1
         if index % _YIELD_EVERY == 0:
             await asyncio.sleep(0)
@@ -113,7 +118,7 @@ async def drive_sync(
             last_tick = done
             tick(done)
     result.missed = schedule.arrivals - index
-    result.elapsed_s = max(clock() - start, schedule.duration_s)
+    result.elapsed_s = result.issue_s = max(clock() - start, schedule.duration_s)
     return result
 
 
@@ -151,6 +156,7 @@ async def drive_async(
         else:
             result.completed += 1
             result.latencies_s.append(clock() - start - due)
+            result.indices.append(index)
 
     async with asyncio.TaskGroup() as group:
         index = 0
@@ -172,6 +178,7 @@ async def drive_async(
                 last_tick = now
                 tick(now)
         result.missed += schedule.arrivals - index
+        result.issue_s = max(clock() - start, schedule.duration_s)
     result.elapsed_s = max(clock() - start, schedule.duration_s)
     return result
 

@@ -24,6 +24,9 @@ TransportKind = Literal["sim", "quic"]
 
 #: scenario id -> module in this package
 REPLAYS: dict[str, str] = {
+    "SCL-003": "scl_003",
+    "SCL-036": "scl_036",
+    "SCL-037": "scl_037",
     "SCL-044": "scl_044",
 }
 
