@@ -60,3 +60,32 @@ def test_scl_037_measures_reload_latency_of_real_rotations() -> None:
     assert 0 < result.measurement.value < 5
     assert len(result.measurement.latencies_s) >= 10
     assert any("0 rotations failed" in note for note in result.notes())
+
+
+def test_scl_006_counts_end_to_end_loss_over_the_simulated_network() -> None:
+    result = brief("SCL-006", duration_s=0.5, scale=0.02)
+    check_shape(result)
+    assert 0 <= result.measurement.value <= 100
+    assert "over sim (60 links among 20 nodes)" in result.notes()[0]
+
+
+def test_scl_006_runs_over_quic_too() -> None:
+    result = brief("SCL-006", duration_s=0.5, scale=0.01, transport="quic")
+    check_shape(result)
+    assert "over quic" in result.notes()[0]
+
+
+def test_scl_035_measures_real_quic_handshakes() -> None:
+    result = brief("SCL-035", duration_s=1.0, scale=0.25)
+    check_shape(result)
+    assert result.measurement.value > 0
+    assert len(result.measurement.latencies_s) >= 15  # 83/s x 0.25 x 1 s
+
+
+def test_scl_025_audits_a_running_mix_node_and_names_what_is_missing() -> None:
+    result = brief("SCL-025", duration_s=0.6, scale=1.0)
+    check_shape(result)
+    assert result.measurement.value == int(result.measurement.value) >= 0
+    assert "exported by a running mix node" in result.notes()[0]
+    if result.measurement.value:
+        assert any(note.startswith("missing: ") for note in result.notes())
