@@ -89,3 +89,11 @@ def test_scl_025_audits_a_running_mix_node_and_names_what_is_missing() -> None:
     assert "exported by a running mix node" in result.notes()[0]
     if result.measurement.value:
         assert any(note.startswith("missing: ") for note in result.notes())
+
+
+@pytest.mark.parametrize("scenario_id", ["SCL-005", "SCL-032"])
+def test_cover_replays_measure_on_the_virtual_clock(scenario_id: str) -> None:
+    result = brief(scenario_id, duration_s=1800.0, scale=1.0)  # half a simulated hour
+    check_shape(result)
+    assert result.measurement.value >= 0
+    assert "simulated" in result.notes()[0]

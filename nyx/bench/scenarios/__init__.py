@@ -25,8 +25,10 @@ TransportKind = Literal["sim", "quic"]
 #: scenario id -> module in this package
 REPLAYS: dict[str, str] = {
     "SCL-003": "scl_003",
+    "SCL-005": "scl_005",
     "SCL-006": "scl_006",
     "SCL-025": "scl_025",
+    "SCL-032": "scl_032",
     "SCL-035": "scl_035",
     "SCL-036": "scl_036",
     "SCL-037": "scl_037",
