@@ -209,7 +209,6 @@ class LoopTracker:
     def sent(self, loop_id: bytes, now: float, route: tuple[str, ...] = ()) -> None:
         self._pending[loop_id] = (now, route)
         self._order.append((now + self.timeout_s, loop_id))
-        self._node_loops.update(route)
 
     def came_back(self, loop_id: bytes, now: float) -> bool:
         """A loop packet arrived; False if it is not one of ours (or came after its timeout)."""
@@ -218,6 +217,7 @@ class LoopTracker:
             return False
         self.returned += 1
         self.round_trip_s_sum += now - entry[0]
+        self._node_loops.update(entry[1])
         return True
 
     def expire(self, now: float) -> int:
@@ -228,6 +228,7 @@ class LoopTracker:
             entry = self._pending.pop(loop_id, None)
             if entry is not None:
                 lost += 1
+                self._node_loops.update(entry[1])
                 self._node_failures.update(entry[1])
         self.lost += lost
         return lost
@@ -245,9 +246,26 @@ class LoopTracker:
         return self.returned / judged if judged else 1.0
 
     def failure_share_by_node(self, min_loops: int = 20) -> dict[str, float]:
-        """For each mix on at least `min_loops` loops: the share of its loops that were lost."""
+        """For each mix on at least `min_loops` judged loops: the share of its loops that were lost."""
         return {
             node: self._node_failures[node] / loops
             for node, loops in self._node_loops.items()
             if loops >= min_loops
         }
+
+    def suspects(self, factor: float = 2.0, min_loops: int = 20) -> dict[str, float]:
+        """Mixes whose loops were lost more than `factor` times as often (plus one point) as the
+        loops that avoided them: {mix: its loss share}. Comparing with the loops that avoided the
+        mix, not with all loops, keeps the innocent mixes that share paths with a bad one (their
+        loss share is raised by it) from being named with it."""
+        judged, lost = self.returned + self.lost, self.lost
+        named = {}
+        for node, loops in self._node_loops.items():
+            others = judged - loops
+            if loops < min_loops or others < min_loops:
+                continue
+            share = self._node_failures[node] / loops
+            others_share = (lost - self._node_failures[node]) / others
+            if share > factor * others_share + 0.01:
+                named[node] = share
+        return named

@@ -16,8 +16,9 @@ real traffic, until real traffic exceeds (1 - r) * base_pps.
 - Smoothing is asymmetric: the rate rises at once to what the window asks (a slot rate below the
   offered load queues real packets and pushes the cover share below r), and falls by an
   exponential moving average with time constant `decay_s`, so a burst's end is not announced
-  on the wire the second it happens. The fast rise uses the most recent tick's count too, so a
-  step up is followed within one tick, not one window.
+  on the wire the second it happens. A step up is therefore followed within one window (the
+  window's mean reaches the new level when the window is full of it). Reacting to single ticks
+  would be faster but would let every chance cluster of a few real packets lift the wire rate.
 - Low-power mode multiplies the cover part by `low_power_factor` (0.1, the spec), keeping a
   wire-rate floor `low_power_floor_pps` (NAT keepalive, a minimal anonymity set); real traffic
   still gets its slots.
@@ -104,15 +105,13 @@ class RateController:
         """Close the current tick and return the slot rate for the next one."""
         policy = self.policy
         self._bins.append(self._current)
-        latest_pps = self._current / policy.tick_s
         self._current = 0
         self.next_tick_at += policy.tick_s
         if self.next_tick_at <= now:  # woke very late: skip missed ticks rather than replay them
             self.next_tick_at = now + policy.tick_s
         target = policy.target_pps(self.real_pps(), self.low_power)
-        fast = policy.target_pps(max(self.real_pps(), latest_pps), self.low_power)
-        if fast > self.rate_pps:
-            self.rate_pps = fast
+        if target > self.rate_pps:
+            self.rate_pps = target
         else:
             self.rate_pps += self._decay * (target - self.rate_pps)
             # close the last sliver so the wire returns to exactly the floor, not asymptotically

@@ -233,9 +233,7 @@ def run_client(
         tracker.expire(end)  # loops still in flight at the end are not judged
         report.loop_success = tracker.success
         report.loops_lost = tracker.lost
-        shares = tracker.failure_share_by_node()
-        typical = sorted(shares.values())[len(shares) // 2] if shares else 0.0
-        report.suspect_mixes = {node: round(share, 4) for node, share in shares.items() if share > 3 * typical + 0.01}
+        report.suspect_mixes = {node: round(share, 4) for node, share in tracker.suspects().items()}
     report.wall_s = time.perf_counter() - started
     return report
 
