@@ -34,7 +34,7 @@ SIM_LINK = LinkProfile(latency_s=0.001, bandwidth_bps=1e9)
 SETTLE_IDLE_S = 0.5  # in-flight packets have landed once nothing arrived for this long
 SETTLE_MAX_S = 10.0
 DEFAULT_DURATION_S = 10.0
-QUICK = (3.0, 0.1)
+QUICK = (3.0, 1.0)
 
 
 async def replay(options: RunOptions) -> Measurement:

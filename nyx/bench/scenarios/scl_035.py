@@ -25,7 +25,7 @@ from nyx.transport.quic import QuicTransport
 HANDSHAKES_PER_S = 5000 / 60
 GATEWAY = "gw-1"
 DEFAULT_DURATION_S = 10.0
-QUICK = (4.0, 0.5)
+QUICK = (4.0, 1.0)
 
 
 async def replay(options: RunOptions) -> Measurement:

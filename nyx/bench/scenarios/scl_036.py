@@ -38,7 +38,7 @@ GATEWAYS = 10
 ONE_WAY_S = 0.020
 UPDATE_AT, ROLLOUT_END = 0.2, 0.6  # shares of the run
 DEFAULT_DURATION_S = 10.0
-QUICK = (4.0, 0.5)
+QUICK = (4.0, 1.0)
 
 
 class _Gateway:

@@ -35,7 +35,7 @@ GATEWAYS = 100
 OVERLAP_S = 1.0
 SUITE = Suite.HYBRID
 DEFAULT_DURATION_S = 10.0
-QUICK = (3.0, 0.5)
+QUICK = (3.0, 1.0)
 
 
 class _Gateway:
