@@ -110,6 +110,12 @@ class ClientSlots(Generic[T]):
         sends.extend(Send(Kind.DROP) for _ in range(self.drop.pop_due(now)))
         return sends
 
+    def take_queued(self) -> list[T]:
+        """Empty the real-packet queue and return what was in it (shutdown: the owner decides)."""
+        queued = list(self._queue)
+        self._queue.clear()
+        return queued
+
     def skipped(self) -> int:
         """Sends skipped because the caller woke far too late (see `PoissonSchedule`)."""
         return self.payload.skipped + self.loop.skipped + self.drop.skipped
