@@ -58,6 +58,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("transport_links_up", "gauge", "Outbound links currently connected", "transport"),
     MetricSpec("transport_inbound_connections", "gauge", "Inbound QUIC connections currently open", "transport"),
     MetricSpec("transport_handshakes_total", "counter", "Completed QUIC handshakes (both directions)", "transport"),
+    MetricSpec("transport_handshakes_resumed_total", "counter", "Completed QUIC handshakes that resumed a TLS session (ticket)", "transport"),
     MetricSpec("transport_auth_failures_total", "counter", "Links refused because the certificate fingerprint did not match", "transport"),
     MetricSpec("transport_unroutable_total", "counter", "UDP datagrams that matched no connection and started none", "transport"),
     # -- node --

@@ -45,6 +45,7 @@ from nyx.transport.base import (
 from nyx.transport.certs import NodeIdentity, normalize_fingerprint
 from nyx.transport.link import Backoff, LinkPhase, LinkState
 from nyx.transport.queues import SendQueue
+from nyx.transport.tickets import ClientTicketCache, ServerTicketStore
 from nyx.transport.wire import destination_cid, is_initial
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ class QuicTransport(Transport):
     (default) or "qh3". queue_packets: per-peer bound on packets waiting (while connecting, and in
     the backend's DATAGRAM queue). idle_close_s: close an outbound link nothing was sent on for
     this long. keepalive_s: PING quiet links this often so QUIC's idle timeout does not fire.
+    resumption: issue and redeem TLS 1.3 session tickets (tickets.py); client_tickets: the cache
+    of tickets from peers, shareable so that a returning client resumes.
     """
 
     def __init__(
@@ -150,6 +153,8 @@ class QuicTransport(Transport):
         max_inbound: int = 4096,
         socket_buffer_bytes: int = 4 * 1024 * 1024,
         clock: Callable[[], float] = time.perf_counter,
+        resumption: bool = True,
+        client_tickets: ClientTicketCache | None = None,
     ) -> None:
         super().__init__()
         self.node_id = node_id
@@ -167,6 +172,10 @@ class QuicTransport(Transport):
         self.max_inbound = max_inbound
         self.socket_buffer_bytes = socket_buffer_bytes
         self._clock = clock
+        # TLS session resumption (see tickets.py): tickets we issue, and tickets peers gave us.
+        self.resumption = resumption
+        self.server_tickets = ServerTicketStore()
+        self.client_tickets = client_tickets if client_tickets is not None else ClientTicketCache()
         self._certificate = self.backend.load_certificate(identity.certificate_pem)
         self._private_key = self.backend.load_private_key(identity.private_key_pem)
         self._server_config = self._configuration(is_client=False)
@@ -193,6 +202,7 @@ class QuicTransport(Transport):
         self.inbound_refused = 0
         self.auth_failures = 0
         self.handshakes = 0
+        self.handshakes_resumed = 0
         self.silent_peers = 0
         self.backend_errors = 0
         self.handshake_s = SampleWindow(256)  # outbound handshake durations
@@ -508,8 +518,12 @@ class QuicTransport(Transport):
         self._mark_dirty(conn)
 
     def _accept_inbound(self, cid: bytes, addr: tuple[str, int]) -> _Conn:
+        tickets = self.server_tickets if self.resumption else None
         quic = self.backend.connection_class(
-            configuration=self._server_config, original_destination_connection_id=cid
+            configuration=self._server_config,
+            original_destination_connection_id=cid,
+            session_ticket_fetcher=tickets.pop if tickets is not None else None,
+            session_ticket_handler=tickets.add if tickets is not None else None,
         )
         label = f"?{addr[0]}:{addr[1]}"
         conn = _Conn(quic=quic, addr=addr, outbound=False, peer=label, stats=self._stats_in_for(label))
@@ -587,6 +601,8 @@ class QuicTransport(Transport):
 
     def _on_handshake(self, conn: _Conn, event: Any) -> None:
         self.handshakes += 1
+        if getattr(event, "session_resumed", False):
+            self.handshakes_resumed += 1
         if not conn.outbound:
             return
         link = conn.link
@@ -644,7 +660,16 @@ class QuicTransport(Transport):
     def _open(self, link: _OutLink) -> _Conn:
         address = link.address
         config = self._configuration(is_client=True, server_name=link.peer)
-        quic = self.backend.connection_class(configuration=config)
+        handler = None
+        if self.resumption:
+            # Only a ticket received under this very certificate pin may skip the certificate.
+            config.session_ticket = self.client_tickets.take(link.peer, address.fingerprint)
+            cache, peer, pin = self.client_tickets, link.peer, address.fingerprint
+
+            def handler(ticket: Any) -> None:
+                cache.store(peer, pin, ticket)
+
+        quic = self.backend.connection_class(configuration=config, session_ticket_handler=handler)
         quic.nyx_pin = address.fingerprint
         conn = _Conn(
             quic=quic,
@@ -796,6 +821,7 @@ class QuicTransport(Transport):
         values.update(
             {
                 "transport_handshakes_total": float(self.handshakes),
+                "transport_handshakes_resumed_total": float(self.handshakes_resumed),
                 "transport_auth_failures_total": float(self.auth_failures),
                 "transport_unroutable_total": float(self.unroutable),
                 "transport_links_up": float(sum(1 for l in self._links.values() if l.conn is not None)),
