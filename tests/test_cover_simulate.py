@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nyx.cover.simulate import main, run_client, Lateness, MixPath, RealTraffic
 from nyx.cover import CoverConfig, RatePolicy, per_hop_mean_delay
+from nyx.cover.simulate import Lateness, MixPath, RealTraffic, main, run_client
 
 
 def config(load: float) -> CoverConfig:
@@ -28,9 +28,12 @@ def test_48_simulated_hours_with_the_adaptive_loop_drift_under_3_percent() -> No
 @pytest.mark.slow
 def test_compliance_at_3x_load_with_ratio_0_4_and_budget_200_ms_is_at_least_95_percent() -> None:
     path = MixPath(per_hop_mean_delay(0.2, 3))
-    report = run_client(config(3.0), 12 * 3600.0, seed=1, traffic=RealTraffic(), lateness=Lateness(), path=path)
-    assert report.windows == 4320
+    report = run_client(config(3.0), 48 * 3600.0, seed=1, traffic=RealTraffic(), lateness=Lateness(), path=path)
+    assert report.windows == 17280
     assert report.compliance >= 0.95
+    # an exact Poisson source scores the interval's mass (95.45% here); we are within 3 standard
+    # errors of it (0.16% over 17,280 windows), i.e. indistinguishable from the target process
+    assert abs(report.compliance - report.ideal_compliance) < 3 * (0.05 * 0.95 / report.windows) ** 0.5
     assert report.share_failures == 0
     assert abs(report.mixing_within_budget - 0.95) < 0.01
     assert report.loop_success > 0.999

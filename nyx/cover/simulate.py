@@ -273,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("drift", "compliance"):
         p = sub.add_parser(name)
-        p.add_argument("--hours", type=float, default=48.0 if name == "drift" else 12.0)
+        p.add_argument("--hours", type=float, default=48.0)
         p.add_argument("--seed", type=int, default=1)
         p.add_argument("--load", type=float, default=1.0, help="cover load, x the normal base/loop/drop rates")
         p.add_argument("--cover-ratio", type=float, default=0.4)
