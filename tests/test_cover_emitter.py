@@ -16,6 +16,7 @@ from nyx.mix import KeyRing, MixCore, PoissonDelay, create_packet
 from nyx.mix.directory import Directory, NodeRecord, select_route
 from nyx.mix.node import MixNode, decode_delivery
 from nyx.mix.packet import PACKET_BYTES
+from nyx.telemetry.registry import MetricRegistry
 from nyx.transport import LinkProfile, SimNetwork
 
 
@@ -160,4 +161,24 @@ async def test_mix_nodes_emit_loop_cover_through_the_other_layers_and_see_it_ret
         assert emitter.loops.lost == 0
     assert all(not count for node in nodes.values() for count in node.drop_counts().values())
     assert sum(node.core.forwarded for node in nodes.values()) >= 2 * sum(e.loops.returned for e in emitters)
+    network.close()
+
+
+async def test_the_emitter_publishes_compliance_and_drift_under_the_catalogue_names() -> None:
+    network = SimNetwork(LinkProfile(latency_s=0.001), seed=4)
+    keys = mix_keys(1)
+    client = network.transport("alice")
+    await client.listen()
+    emitter = CoverEmitter(client, MixCoverPackets(directory_of(keys, 1), "alice", lambda: 0), rng=random.Random(7))
+    registry = MetricRegistry()
+    registry.add_source("cover", emitter.metric_values)
+    run = asyncio.create_task(emitter.run())
+    await asyncio.sleep(0.05)
+    registry.publish()
+    run.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await run
+    assert registry.value("cover_traffic_compliance") == 1.0  # no window has closed yet
+    assert registry.value("cover_drift_percent") is not None
+    assert registry.publish_errors == 0
     network.close()
