@@ -38,9 +38,12 @@ class MixProcess:
         self.logs: list[str] = []
         self.record: NodeRecord | None = None
         self.metrics_port = 0
+        self.directory_path = Path()
 
     @classmethod
-    async def start(cls, tmp_path: Path, layer: int, mean_delay_s: float, directory: Directory) -> MixProcess:
+    async def start(
+        cls, tmp_path: Path, layer: int, mean_delay_s: float, directory: Directory, mix_extra: str = "loop_rate_pps = 0\n"
+    ) -> MixProcess:
         node_id = f"mix-{layer}"
         directory_path = tmp_path / f"directory-for-{node_id}.json"
         directory.save(directory_path)
@@ -49,7 +52,7 @@ class MixProcess:
             f'node_id = "{node_id}"\nrole = "mix"\ndata_dir = "{node_id}-data"\n'
             '[transport]\nport = 0\n[metrics]\nport = 0\n[log]\nformat = "json"\n'
             f'[mix]\nlayer = {layer}\nmean_delay_s = {mean_delay_s}\ndirectory = "{directory_path}"\n'
-            "replay_capacity = 65536\n"
+            "replay_capacity = 65536\n" + mix_extra
         )
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "nyx.mix", "--config", str(config), "--no-uvloop",
@@ -57,6 +60,7 @@ class MixProcess:
             env=dict(os.environ, PYTHONPATH=str(REPO)),
         )
         mix = cls(proc)
+        mix.directory_path = directory_path
         async with asyncio.timeout(30):
             while not mix.metrics_port:
                 line = await proc.stderr.readline()
@@ -73,15 +77,19 @@ class MixProcess:
         while line := await self.proc.stderr.readline():
             self.logs.append(line.decode())
 
-    async def received(self) -> float:
+    async def metric(self, family_name: str) -> float:
+        """The sum of a metric family's samples on this node's /metrics (0 when absent)."""
         reader, writer = await asyncio.open_connection("127.0.0.1", self.metrics_port)
         writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
         body = (await reader.read()).partition(b"\r\n\r\n")[2].decode()
         writer.close()
         for family in text_string_to_metric_families(body):
-            if family.name == "transport_packets_received":
+            if family.name == family_name:
                 return sum(sample.value for sample in family.samples)
         return 0.0
+
+    async def received(self) -> float:
+        return await self.metric("transport_packets_received")
 
     async def stop(self) -> int:
         if self.proc.returncode is None:
@@ -130,6 +138,29 @@ async def test_three_mix_processes_deliver_over_quic_and_drain_on_sigterm(tmp_pa
         finally:
             codes = [await mix.stop() for mix in mixes]
         assert codes == [0, 0, 0], [m.logs[-3:] for m in mixes]
+
+
+async def test_mix_processes_send_loop_cover_once_the_directory_lists_every_layer(tmp_path: Path) -> None:
+    mixes: list[MixProcess] = []
+    try:
+        for layer in (1, 2, 3):  # each starts knowing no other mix: no route, no loops yet
+            mixes.append(await MixProcess.start(
+                tmp_path, layer, 0.005, Directory.of([]),
+                mix_extra="loop_rate_pps = 20\ndirectory_refresh_s = 0.2\n",
+            ))
+        assert [await mix.metric("cover_loops_returned") for mix in mixes] == [0, 0, 0]
+        full = Directory.of([mix.record for mix in mixes if mix.record is not None])
+        for mix in mixes:  # the operator publishes the assembled directory; each mix re-reads it
+            full.save(mix.directory_path)
+        async with asyncio.timeout(20):
+            while min([await mix.metric("cover_loops_returned") for mix in mixes]) < 5:
+                await asyncio.sleep(0.2)
+        for mix in mixes:
+            assert await mix.metric("mix_loop_success") == 1.0
+            assert 0.0 <= await mix.metric("cover_traffic_compliance") <= 1.0
+    finally:
+        codes = [await mix.stop() for mix in mixes]
+    assert codes == [0, 0, 0], [m.logs[-3:] for m in mixes]
 
 
 async def _run(*args: str) -> asyncio.subprocess.Process:

@@ -17,7 +17,7 @@ import logging
 import random
 
 from nyx.cover.client import ClientCover, CoverConfig
-from nyx.cover.figures import LoopTracker
+from nyx.cover.figures import ComplianceMeter, DriftMeter, LoopTracker
 from nyx.cover.packets import CoverPacket, PacketFactory, loop_id_of
 from nyx.cover.poisson import PoissonSchedule
 from nyx.cover.slots import Kind
@@ -165,7 +165,9 @@ class MixLoopEmitter:
     """Loop cover for a mix: Poisson(`rate_pps`) loops through the other layers and back.
 
     `attach()` puts `on_deliver` in front of the node's delivery hook so returning loops are
-    consumed here and everything else is delivered as before.
+    consumed here and everything else is delivered as before. `metric_values()` gives the node's
+    registry the mix's own cover figures: compliance and drift of its loop emission against
+    Poisson(`rate_pps`) (every loop is cover, so only the count test applies) and loop success.
     """
 
     def __init__(
@@ -184,6 +186,8 @@ class MixLoopEmitter:
         self.loops = LoopTracker(loop_timeout_s)
         self.sender = _Sender(node.transport)
         self.schedule: PoissonSchedule | None = None
+        self.compliance: ComplianceMeter | None = None
+        self.drift: DriftMeter | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous_deliver = node.on_deliver
 
@@ -204,7 +208,10 @@ class MixLoopEmitter:
     async def run(self) -> None:
         """Emit loops until cancelled."""
         self._loop = asyncio.get_running_loop()
-        self.schedule = PoissonSchedule(self.rate_pps, self.rng, self._loop.time())
+        now = self._loop.time()
+        self.schedule = PoissonSchedule(self.rate_pps, self.rng, now)
+        self.compliance = ComplianceMeter.start(now, self.rate_pps, cover_ratio=0.0, tolerance=0.0)
+        self.drift = DriftMeter.start(now, self.rate_pps)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._emit(), name="mix-loop-cover")
 
@@ -218,11 +225,33 @@ class MixLoopEmitter:
             for _ in range(schedule.pop_due(now)):
                 try:
                     cover = self.factory(Kind.LOOP)
-                except Exception:
+                except Exception as exc:  # e.g. the directory has no route yet: counted, not fatal
                     self.sender.build_failures += 1
-                    log.exception("mix loop cover: cannot build a loop")
+                    if self.sender.build_failures == 1:
+                        log.warning("mix loop cover: cannot build a loop (%s); counting further failures", exc)
                     continue
                 if cover.loop_id is not None:
                     self.loops.sent(cover.loop_id, now, cover.route)
-                self.sender.send(cover.first_hop, cover.packet)
+                if self.sender.send(cover.first_hop, cover.packet):
+                    self._emitted(now)
             self.loops.expire(now)
+
+    def _emitted(self, now: float) -> None:
+        if self.compliance is not None and self.drift is not None:
+            self.compliance.record(now, cover=True)
+            self.drift.record(now)
+
+    def metric_values(self) -> dict[str, float]:
+        """`cover_traffic_compliance`, `cover_drift_percent`, `mix_loop_success` and the loop
+        counters (a registry source)."""
+        if self._loop is None or self.compliance is None or self.drift is None:
+            return {}
+        now = self._loop.time()
+        self.compliance.advance(now)
+        return {
+            "cover_traffic_compliance": self.compliance.compliance,
+            "cover_drift_percent": 100.0 * self.drift.drift(now),
+            "mix_loop_success": self.loops.success,
+            "cover_loops_returned_total": float(self.loops.returned),
+            "cover_loops_lost_total": float(self.loops.lost),
+        }

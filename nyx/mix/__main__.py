@@ -19,6 +19,12 @@ node kind; the mix adds a `[mix]` table:
     overlap_s = 300
     max_rate_pps = 1000          # peak packets/s: sizes the replay table (8 bytes per tag),
     # replay_capacity = ...      # or give the tags per epoch directly
+    loop_rate_pps = 1.0          # loop cover through the other layers and back (0: none);
+                                 # needs a directory listing every layer, this node included
+    directory_refresh_s = 5.0    # re-read the directory file when it changes
+
+This module is a program, not part of the mix layer's library: it composes the mix layer with
+the cover layer above it (a mix's loop cover, `nyx.cover.MixLoopEmitter`).
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nyx.cover.emitter import MixLoopEmitter
+from nyx.cover.packets import MixCoverPackets
 from nyx.mix.core import Forward, MixCore
 from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord
@@ -67,6 +75,8 @@ class MixSettings:
     replay_capacity: int = 1 << 20
     region: str | None = None
     weight: float = 1.0
+    loop_rate_pps: float = 1.0
+    directory_refresh_s: float = 5.0
 
 
 def _number(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -83,7 +93,8 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
     if not isinstance(table, dict):
         raise ConfigError("mix: expected a table")
     for cli, key in (("layer", "layer"), ("mean_delay", "mean_delay_s"), ("latency_budget", "latency_budget_s"),
-                     ("batch_size", "batch_size"), ("batch_timeout", "batch_timeout_s"), ("directory", "directory")):
+                     ("batch_size", "batch_size"), ("batch_timeout", "batch_timeout_s"), ("directory", "directory"),
+                     ("loop_rate", "loop_rate_pps")):
         if getattr(args, cli) is not None:
             table = {**table, key: getattr(args, cli)}
             if cli == "latency_budget":
@@ -118,7 +129,13 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
         replay_capacity=_replay_capacity(table),
         region=table.get("region"),
         weight=_number(table, "weight", float, 1.0),
+        loop_rate_pps=_number(table, "loop_rate_pps", float, 1.0),
+        directory_refresh_s=_number(table, "directory_refresh_s", float, 5.0),
     )
+    if settings.loop_rate_pps < 0:
+        raise ConfigError(f"mix.loop_rate_pps: >= 0, got {settings.loop_rate_pps}")
+    if settings.directory_refresh_s <= 0:
+        raise ConfigError(f"mix.directory_refresh_s: > 0, got {settings.directory_refresh_s}")
     if not 0 <= settings.overlap_s < settings.epoch_s:
         raise ConfigError("mix: 0 <= overlap_s < epoch_s")
     if settings.replay_capacity < 1:
@@ -159,6 +176,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, help="batch mode: release after N packets ...")
     p.add_argument("--batch-timeout", type=float, help="... or this many seconds after the first")
     p.add_argument("--directory", help="directory JSON file; its nodes become peers")
+    p.add_argument("--loop-rate", type=float, help="overrides mix.loop_rate_pps (loop cover packets/s; 0: none)")
     return p
 
 
@@ -197,26 +215,91 @@ def make_service(settings: MixSettings) -> Service:
             print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
 
         node.on_rotate = on_rotate
+        node_id = runtime.config.node_id
+        loops: MixLoopEmitter | None = None
         if settings.directory is not None:
-            directory = Directory.load(settings.directory)
-            for record in directory.nodes.values():
-                if record.node_id != runtime.config.node_id and record.fingerprint:
-                    runtime.transport.add_peer(record.node_id, record.address())
+            directory = _adopt_directory(runtime, Directory.load(settings.directory))
+            if settings.loop_rate_pps > 0:
+                loops = MixLoopEmitter(node, _loop_factory(directory, node_id, ring), settings.loop_rate_pps)
+                loops.attach()
+                runtime.registry.add_source("mix-loop-cover", loops.metric_values)
         for reason in node.drop_counts():
             runtime.registry.add_source(
                 f"mix-drop-{reason}", lambda r=reason: {"mix_packet_drop": node.drop_counts()[r]}, {"reason": reason}
             )
         runtime.registry.add_source("mix-keys", lambda: {"key_reload_duration": node.key_reload_s})
-        runtime.on_drain(node.drain)
-        print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
-        log.info(
-            "mix layer %d: %s, data in %s", settings.layer,
-            f"batches of {settings.batch_size} or {settings.batch_timeout_s} s" if batch
-            else f"mean delay {settings.mean_delay_s * 1000:.1f} ms", data_dir,
-        )
-        await node.run()
+        async with asyncio.TaskGroup() as tg:
+            extras: list[asyncio.Task[None]] = []
+            if loops is not None:
+                extras.append(tg.create_task(loops.run(), name="mix-loop-cover"))
+            if settings.directory is not None:
+                extras.append(tg.create_task(_refresh_directory(runtime, settings, loops, ring), name="directory-refresh"))
+
+            async def stop_extras() -> None:  # a draining mix sends no new loops
+                for task in extras:
+                    task.cancel()
+
+            runtime.on_drain(stop_extras)
+            runtime.on_drain(node.drain)
+            print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
+            log.info(
+                "mix layer %d: %s, loop cover %s, data in %s", settings.layer,
+                f"batches of {settings.batch_size} or {settings.batch_timeout_s} s" if batch
+                else f"mean delay {settings.mean_delay_s * 1000:.1f} ms",
+                f"{settings.loop_rate_pps:g}/s" if loops is not None else "off", data_dir,
+            )
+            await node.run()
+            for task in extras:
+                task.cancel()
 
     return service
+
+
+def _adopt_directory(runtime: NodeRuntime, directory: Directory) -> Directory:
+    """Make every other node of `directory` a peer (a changed address or certificate replaces the
+    old one)."""
+    for record in directory.nodes.values():
+        if record.node_id != runtime.config.node_id and record.fingerprint:
+            runtime.transport.add_peer(record.node_id, record.address())
+    return directory
+
+
+def _loop_factory(directory: Directory, node_id: str, ring: Any) -> MixCoverPackets:
+    return MixCoverPackets(directory, node_id, lambda: ring.epoch_at(time.time()))
+
+
+async def _refresh_directory(
+    runtime: NodeRuntime, settings: MixSettings, loops: MixLoopEmitter | None, ring: Any
+) -> None:
+    """Re-read the directory file whenever it changes: new peers, new routes for loop cover.
+
+    A file that is briefly malformed (an operator mid-edit) is logged and skipped; the last good
+    directory stays in force.
+    """
+    path = settings.directory
+    assert path is not None
+    seen = _mtime(path)
+    while True:
+        await asyncio.sleep(settings.directory_refresh_s)
+        mtime = _mtime(path)
+        if mtime == seen:
+            continue
+        seen = mtime
+        try:
+            directory = _adopt_directory(runtime, Directory.load(path))
+        except DirectoryError as exc:
+            log.warning("directory %s not reloaded: %s", path, exc)
+            continue
+        if loops is not None:
+            loops.factory = _loop_factory(directory, runtime.config.node_id, ring)
+        log.info("directory %s reloaded: %d nodes", path, len(directory.nodes))
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

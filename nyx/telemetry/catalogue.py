@@ -61,6 +61,10 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("transport_handshakes_resumed_total", "counter", "Completed QUIC handshakes that resumed a TLS session (ticket)", "transport"),
     MetricSpec("transport_auth_failures_total", "counter", "Links refused because the certificate fingerprint did not match", "transport"),
     MetricSpec("transport_unroutable_total", "counter", "UDP datagrams that matched no connection and started none", "transport"),
+    # -- cover detail (no SCL scenario) --
+    MetricSpec("mix_loop_success", "gauge", "Share of a mix's judged loop cover packets that came back (lost loops flag failing or attacking mixes)", "cover", unit="ratio"),
+    MetricSpec("cover_loops_returned_total", "counter", "Loop cover packets that came back", "cover"),
+    MetricSpec("cover_loops_lost_total", "counter", "Loop cover packets that did not come back within the loop timeout", "cover"),
     # -- node --
     MetricSpec("node_draining", "gauge", "1 while the node drains for shutdown, else 0", "node"),
 )
