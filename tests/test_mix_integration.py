@@ -39,6 +39,7 @@ class MixProcess:
         self.record: NodeRecord | None = None
         self.metrics_port = 0
         self.directory_path = Path()
+        self.signalled = False
 
     @classmethod
     async def start(
@@ -92,7 +93,8 @@ class MixProcess:
         return await self.metric("transport_packets_received")
 
     async def stop(self) -> int:
-        if self.proc.returncode is None:
+        if self.proc.returncode is None and not self.signalled:
+            self.signalled = True
             self.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(20):
             code = await self.proc.wait()
@@ -161,6 +163,7 @@ async def test_mix_processes_send_loop_cover_once_the_directory_lists_every_laye
     finally:
         for mix in mixes:  # stop all at once, as a whole network going down
             if mix.proc.returncode is None:
+                mix.signalled = True
                 mix.proc.send_signal(signal.SIGTERM)
         codes = [await mix.stop() for mix in mixes]
     # Loops circulate through every layer, so a mix may still hold loop packets for a neighbour
