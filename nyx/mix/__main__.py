@@ -49,10 +49,10 @@ from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord
 from nyx.mix.keystore import KeyStoreError, load_keyring, save_keyring
 from nyx.mix.node import MixNode
-from nyx.node.__main__ import argument_parser, resolve_config
+from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
 from nyx.node.config import ConfigError, NodeConfig, parse_config, with_overrides
 from nyx.node.logs import configure_logging
-from nyx.node.runtime import EXIT_CONFIG, EXIT_SOFTWARE, NodeRuntime, Service
+from nyx.node.runtime import EXIT_CONFIG, NodeRuntime, Service
 from nyx.transport.certs import CertificateError
 
 log = logging.getLogger("nyx.mix")
@@ -336,20 +336,7 @@ def _run(args: argparse.Namespace, default_data_dir: str | None) -> int:
     except (CertificateError, ConfigError, KeyStoreError, DirectoryError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CONFIG
-    loop_factory = None
-    if config.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            log.info("uvloop not installed; using the asyncio event loop")
-        else:
-            loop_factory = uvloop.new_event_loop
-    try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            return runner.run(runtime.run(make_service(settings)))
-    except Exception:
-        log.exception("mix node failed")
-        return EXIT_SOFTWARE
+    return run_runtime(runtime, make_service(settings), "mix node")
 
 
 if __name__ == "__main__":

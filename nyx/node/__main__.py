@@ -76,8 +76,13 @@ def run_node(argv: Sequence[str] | None = None, service: Service | None = None, 
     except (CertificateError, ConfigError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CONFIG
+    return run_runtime(runtime, service)
+
+
+def run_runtime(runtime: NodeRuntime, service: Service | None, what: str = "node") -> int:
+    """Run `runtime` with `service` to its exit code, on uvloop when configured and installed."""
     loop_factory = None
-    if config.uvloop:
+    if runtime.config.uvloop:
         try:
             import uvloop
         except ImportError:
@@ -88,7 +93,7 @@ def run_node(argv: Sequence[str] | None = None, service: Service | None = None, 
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(runtime.run(service))
     except Exception:
-        log.exception("node failed")
+        log.exception("%s failed", what)
         return EXIT_SOFTWARE
 
 
