@@ -136,11 +136,88 @@ def test_a_forged_next_epoch_header_does_not_make_the_receiver_drop_its_key() ->
     assert responder.open(initiator.seal(b"still fine", 0.0), 0.0) == b"still fine"
 
 
-def test_skipping_an_epoch_is_refused() -> None:
+def test_a_lost_record_at_an_epoch_boundary_does_not_end_the_session() -> None:
+    # A sparse sender puts one record in each epoch; epoch 1's is lost on the mix path.
     initiator, responder = pair(RekeyPolicy(max_records=1))
-    records = [initiator.seal(bytes([i]), 0.0) for i in range(3)]
-    with pytest.raises(RecordError, match="epoch 2 is not usable"):
-        responder.open(records[2], 0.0)
+    records = [initiator.seal(bytes([i]), 0.0) for i in range(4)]
+    assert responder.open(records[0], 0.0) == b"\x00"
+    assert responder.open(records[2], 0.0) == b"\x02"  # epoch 1 skipped: derived forward
+    assert responder.receive_epoch == 2
+    assert responder.open(records[3], 0.0) == b"\x03"
+
+
+def test_a_late_record_of_a_skipped_epoch_still_opens_within_the_grace_period() -> None:
+    initiator, responder = pair(RekeyPolicy(max_records=1, previous_key_grace_s=30.0))
+    records = [initiator.seal(bytes([i]), 0.0) for i in range(4)]
+    responder.open(records[3], 0.0)  # epochs 0..2 overtaken by a faster route
+    assert [responder.open(records[i], 20.0) for i in range(3)] == [b"\x00", b"\x01", b"\x02"]
+    late = [initiator.seal(b"x", 0.0) for _ in range(2)]
+    responder.open(late[1], 25.0)  # epoch 5: epoch 3 joins the past, 0..2 keep their deadline
+    with pytest.raises(RecordError) as error:
+        responder.open(records[3], 31.0)  # already received: refused before any key is looked at
+    assert error.value.reason == "replay"
+    assert responder.open(late[0], 54.0) == b"x"  # epoch 4, 29 s after it was moved past
+
+
+def test_records_lost_at_every_epoch_boundary_under_the_ten_minute_rekey() -> None:
+    # One record a minute for 12 hours, 10-minute rekey; the first record of every new epoch is
+    # lost, and at every third boundary the whole next epoch is lost as well.
+    initiator, responder = pair()
+    assert initiator.policy.max_age_s == 600.0
+    last_epoch, lost_epochs, opened = 0, 0, 0
+    for minute in range(12 * 60):
+        now = minute * 60.0 + 0.5
+        record = initiator.seal(minute.to_bytes(2, "big"), now)
+        epoch = HEADER.unpack_from(record)[0]
+        first_of_epoch = epoch != last_epoch
+        last_epoch = epoch
+        if first_of_epoch or (epoch % 3 == 0 and epoch > 0):
+            lost_epochs += first_of_epoch
+            continue
+        assert responder.open(record, now + 0.3) == minute.to_bytes(2, "big")
+        opened += 1
+    assert responder.receive_epoch == initiator.send_epoch > 60
+    assert lost_epochs == initiator.send_epoch and opened > 400
+
+
+def test_a_jump_beyond_the_bound_is_refused_and_the_session_goes_on() -> None:
+    policy = RekeyPolicy(max_records=1, max_epoch_jump=4)
+    initiator, responder = pair(policy)
+    records = [initiator.seal(bytes([i]), 0.0) for i in range(7)]
+    with pytest.raises(RecordError, match="6 epochs ahead") as error:
+        responder.open(records[6], 0.0)
+    assert error.value.reason == "epoch"
+    assert responder.open(records[4], 0.0) == b"\x04"  # within the bound of epoch 0
+    assert responder.open(records[6], 0.0) == b"\x06"  # and now within the bound of epoch 4
+
+
+def test_forged_far_ahead_headers_cost_at_most_the_bound_in_derivations(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.crypto import session as session_module
+
+    derivations = 0
+    real_next = session_module._Epoch.next
+
+    def counting_next(self: session_module._Epoch) -> session_module._Epoch:
+        nonlocal derivations
+        derivations += 1
+        return real_next(self)
+
+    monkeypatch.setattr(session_module._Epoch, "next", counting_next)
+    initiator, responder = pair()
+    for seq in range(1000):
+        forged = HEADER.pack(1 + seq % 16, seq) + os.urandom(40)
+        with pytest.raises(RecordError):
+            responder.open(forged, 0.0)
+        with pytest.raises(RecordError):
+            responder.open(HEADER.pack(0xFFFFFFFF, seq) + os.urandom(40), 0.0)
+    assert derivations == responder.policy.max_epoch_jump
+    assert responder.receive_epoch == 0
+    assert responder.open(initiator.seal(b"unharmed", 0.0), 0.0) == b"unharmed"
+
+
+def test_max_epoch_jump_must_allow_the_next_epoch() -> None:
+    with pytest.raises(ValueError, match="max_epoch_jump"):
+        RekeyPolicy(max_epoch_jump=0)
 
 
 def test_directions_must_differ() -> None:

@@ -10,9 +10,16 @@ and a record reflected back to its sender fails to open.
 Each direction's keys form a chain (like TLS 1.3 KeyUpdate): the epoch-e chain secret gives the
 record key of epoch e and the chain secret of epoch e + 1. The sender moves to the next epoch
 after 1 GiB, 2^20 records or 10 minutes, whichever comes first. The receiver follows when a
-record of epoch e + 1 authenticates (never on the header alone, so a forged header cannot make it
-drop a key), and keeps the previous key for a grace period so that records still in flight on slow
-mix paths open. Sequence numbers run on across epochs, so one replay window covers them all.
+record of a later epoch authenticates (never on the header alone, so a forged header cannot make
+it drop a key), and keeps the keys it moved past for a grace period so that records still in
+flight on slow mix paths open. Sequence numbers run on across epochs, so one replay window covers
+them all.
+
+Losing packets is normal on mix paths, and a sparse sender may put only one record in an epoch:
+if that record is lost the next one arrives under epoch e + 2. The receiver therefore accepts a
+forward jump of up to `RekeyPolicy.max_epoch_jump` epochs, deriving the chain forward. The bound
+and a cache of the epochs derived ahead keep a forged header from costing more than that many
+derivations over the whole session (about 10 us each), however often it is sent.
 """
 
 from __future__ import annotations
@@ -46,6 +53,11 @@ class RekeyPolicy:
     max_age_s: float = 600.0
     previous_key_grace_s: float = 30.0
     replay_window: int = 1 << 20
+    max_epoch_jump: int = 16
+
+    def __post_init__(self) -> None:
+        if self.max_epoch_jump < 1:
+            raise ValueError(f"max_epoch_jump must be at least 1 (the next epoch), got {self.max_epoch_jump}")
 
 
 class _Epoch:
@@ -89,9 +101,10 @@ class RecordSession:
         self._epoch_records = 0
         self._epoch_bytes = 0
         self._receive = _Epoch(0, receive_secret)
-        self._receive_next: _Epoch | None = None
-        self._receive_previous: _Epoch | None = None
-        self._previous_until = 0.0
+        # Epochs current + 1, current + 2, ... derived so far (at most max_epoch_jump of them).
+        self._receive_ahead: list[_Epoch] = []
+        # Epochs the receiver moved past, by number: (key, accepted until).
+        self._receive_past: dict[int, tuple[_Epoch, float]] = {}
         self._window = ReplayWindow(policy.replay_window)
 
     @property
@@ -141,22 +154,38 @@ class RecordSession:
         except InvalidTag:
             raise RecordError("auth", f"record {seq} of epoch {epoch_number} failed authentication") from None
         window.mark(seq)
-        if epoch is self._receive_next:  # the peer has moved on: follow, keep the old key a while
-            self._receive_previous = self._receive
-            self._previous_until = now + self.policy.previous_key_grace_s
-            self._receive = epoch
-            self._receive_next = None
+        if epoch.number > self._receive.number:  # the peer has moved on: follow it
+            self._advance_to(epoch, now)
         return plaintext
 
     def _epoch_for(self, number: int, now: float) -> _Epoch:
         current = self._receive
         if number == current.number:
             return current
-        if number == current.number + 1:
-            if self._receive_next is None:
-                self._receive_next = current.next()
-            return self._receive_next
-        previous = self._receive_previous
-        if previous is not None and number == previous.number and now <= self._previous_until:
-            return previous
+        jump = number - current.number
+        if 0 < jump <= self.policy.max_epoch_jump:
+            ahead = self._receive_ahead
+            while len(ahead) < jump:  # derived once per epoch, whatever a forger sends
+                ahead.append((ahead[-1] if ahead else current).next())
+            return ahead[jump - 1]
+        past = self._receive_past.get(number)
+        if past is not None and now <= past[1]:
+            return past[0]
+        if jump > 0:
+            raise RecordError(
+                "epoch",
+                f"record key epoch {number} is {jump} epochs ahead of the current {current.number}; "
+                f"at most {self.policy.max_epoch_jump} are derived",
+            )
         raise RecordError("epoch", f"record key epoch {number} is not usable (current {current.number})")
+
+    def _advance_to(self, epoch: _Epoch, now: float) -> None:
+        """Make `epoch` current; the epochs moved past stay usable for the grace period."""
+        until = now + self.policy.previous_key_grace_s
+        past = {n: entry for n, entry in self._receive_past.items() if entry[1] >= now}
+        jump = epoch.number - self._receive.number
+        for moved_past in (self._receive, *self._receive_ahead[: jump - 1]):
+            past[moved_past.number] = (moved_past, until)
+        self._receive_past = past
+        self._receive = epoch
+        self._receive_ahead = self._receive_ahead[jump:]
