@@ -321,6 +321,59 @@ def test_missing_required_capability_is_rejected() -> None:
     assert messages.parse_reject(responder.reject(error.value) or b"").code is CloseCode.UNSUPPORTED_CAPABILITY
 
 
+def _with_required_caps(init: bytes, required_caps: int) -> bytes:
+    """An Init with its required_caps field (u32 after the offer list) replaced."""
+    offset = 6 + init[5]
+    return init[:offset] + required_caps.to_bytes(4, "big") + init[offset + 4 :]
+
+
+@pytest.mark.parametrize("unknown_bit", [0x20, 0x10000, 0x80000000])
+def test_an_init_requiring_a_capability_bit_this_build_does_not_know_is_refused(unknown_bit: int) -> None:
+    initiator, responder = parties(Suite.CLASSIC, capabilities=Capability.STREAMS)
+    init = _with_required_caps(initiator.start(NOW), unknown_bit)
+    with pytest.raises(HandshakeError, match=f"{unknown_bit:#x}") as error:
+        responder.respond(init, NOW)
+    assert error.value.code is CloseCode.UNSUPPORTED_CAPABILITY
+    assert messages.parse_reject(responder.reject(error.value) or b"").code is CloseCode.UNSUPPORTED_CAPABILITY
+
+
+def _lax_accept(init: bytes, private_key: PrivateKey, suite: Suite, capabilities: int) -> bytes:
+    """What a responder that holds the real key but ignores required_caps would answer."""
+    parsed = messages.parse_init(init)
+    kem = suite.kem()
+    ss_static = kem.decapsulate(private_key, parsed.static_ciphertext)
+    ct_e, ss_e = kem.encapsulate(parsed.ephemeral_public_key)
+    body = messages.Accept(parsed.version, suite, capabilities, ct_e, b"").body()
+    keys = confirm_keys(ss_static, ss_e, init, body)
+    from nyx.crypto.kdf import mac
+
+    return body + mac(keys.responder_key, keys.th2)
+
+
+def test_the_initiator_refuses_an_accept_that_lacks_a_required_capability() -> None:
+    private_key, public_key = static_key(Suite.CLASSIC)
+    initiator = Initiator({Suite.CLASSIC: public_key}, required_caps=Capability.MULTIPATH)
+    accept = _lax_accept(initiator.start(NOW), private_key, Suite.CLASSIC, int(Capability.STREAMS) | 0x80000000)
+    with pytest.raises(HandshakeError, match="lacks required capabilities MULTIPATH") as error:
+        initiator.receive(accept)
+    assert error.value.code is CloseCode.UNSUPPORTED_CAPABILITY
+
+
+def test_an_accept_advertising_unknown_capabilities_besides_the_required_ones_completes() -> None:
+    private_key, public_key = static_key(Suite.CLASSIC)
+    initiator = Initiator({Suite.CLASSIC: public_key}, required_caps=Capability.FEC)
+    _, keys = initiator.receive(_lax_accept(initiator.start(NOW), private_key, Suite.CLASSIC, 0x40 | int(Capability.FEC)))
+    assert int(keys.peer_capabilities) == 0x40 | int(Capability.FEC)
+
+
+def test_neither_side_can_be_configured_with_capabilities_it_does_not_implement() -> None:
+    private_key, public_key = static_key(Suite.CLASSIC)
+    with pytest.raises(ValueError, match="0x20"):
+        Initiator({Suite.CLASSIC: public_key}, required_caps=Capability(0x21))
+    with pytest.raises(ValueError, match="0x100"):
+        Responder({Suite.CLASSIC: private_key}, capabilities=Capability(0x101))
+
+
 def test_capabilities_reach_the_initiator() -> None:
     initiator_keys, _, _ = run(*parties(Suite.CLASSIC, capabilities=Capability.STREAMS | Capability.FEC))
     assert initiator_keys.peer_capabilities == Capability.STREAMS | Capability.FEC

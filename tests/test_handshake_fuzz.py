@@ -8,7 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nyx.crypto.suites import Suite
-from nyx.stream.handshake import HandshakeError, InitReplayCache, Initiator, Responder
+from nyx.stream.handshake import Capability, CloseCode, HandshakeError, InitReplayCache, Initiator, Responder
+from nyx.stream.handshake.errors import ALL_CAPABILITIES
 from nyx.stream.handshake import messages
 
 NOW = 1_800_000_000.0
@@ -92,3 +93,45 @@ def test_initiator_handles_any_answer_bytes(data: st.DataObject) -> None:
     except HandshakeError:
         return
     raise AssertionError("random bytes must never complete a handshake")
+
+
+_U32 = st.one_of(st.integers(0, 0xFF), st.integers(0, 0xFFFFFFFF), st.sampled_from([0x20, 0x80000000, 0xFFFFFFFF]))
+_OWN_CAPS = st.integers(0, int(ALL_CAPABILITIES)).map(Capability)
+
+
+@given(required=_U32, offered=_OWN_CAPS)
+def test_a_responder_accepts_exactly_the_inits_whose_required_caps_it_has(required: int, offered: Capability) -> None:
+    init = bytearray(_valid_init(Suite.CLASSIC))
+    offset = 6 + init[5]
+    init[offset : offset + 4] = required.to_bytes(4, "big")
+    responder = Responder({Suite.CLASSIC: keys(Suite.CLASSIC)[0]}, capabilities=offered)
+    try:
+        responder.respond(bytes(init), NOW)
+    except HandshakeError as error:
+        assert error.code is CloseCode.UNSUPPORTED_CAPABILITY
+        assert required & ~int(offered)
+        return
+    assert required & ~int(offered) == 0
+
+
+@given(required=_OWN_CAPS, advertised=_U32)
+def test_an_initiator_completes_only_if_the_accept_has_every_required_cap(required: Capability, advertised: int) -> None:
+    from nyx.crypto.kdf import mac
+    from nyx.stream.handshake.keys import confirm_keys
+
+    suite = Suite.CLASSIC
+    private_key, public_key = keys(suite)
+    initiator = Initiator({suite: public_key}, preference=(suite,), required_caps=required)
+    init = initiator.start(NOW)
+    parsed = messages.parse_init(init)
+    kem = suite.kem()
+    ct_e, ss_e = kem.encapsulate(parsed.ephemeral_public_key)
+    body = messages.Accept(parsed.version, suite, advertised, ct_e, b"").body()
+    confirm = confirm_keys(kem.decapsulate(private_key, parsed.static_ciphertext), ss_e, init, body)
+    try:
+        initiator.receive(body + mac(confirm.responder_key, confirm.th2))
+    except HandshakeError as error:
+        assert error.code is CloseCode.UNSUPPORTED_CAPABILITY
+        assert int(required) & ~advertised
+        return
+    assert int(required) & ~advertised == 0

@@ -37,6 +37,25 @@ class Capability(IntFlag):
 
 
 ALL_CAPABILITIES = Capability.STREAMS | Capability.MULTIPATH | Capability.FEC | Capability.SURB_REPLIES
+CAPABILITY_BITS = 0xFFFFFFFF  # the field is a u32 on the wire
+
+
+def missing_capabilities(required: int, offered: int) -> int:
+    """The bits of `required` that `offered` lacks, compared as raw u32 integers.
+
+    Never through `~Capability`: inverting an IntFlag flips only the defined bits, so a bit this
+    build does not know (0x20, 0x80000000) would silently count as offered.
+    """
+    return int(required) & ~int(offered) & CAPABILITY_BITS
+
+
+def describe_capabilities(bits: int) -> str:
+    """`MULTIPATH|FEC`, with bits this build does not know shown in hex (`FEC|0x20`)."""
+    names = [flag.name for flag in Capability if flag and bits & flag and flag.name]
+    unknown = int(bits) & ~int(ALL_CAPABILITIES) & CAPABILITY_BITS
+    if unknown:
+        names.append(f"{unknown:#x}")
+    return "|".join(names) or "none"
 
 
 class HandshakeError(ValueError):

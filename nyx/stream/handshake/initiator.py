@@ -21,7 +21,15 @@ from nyx.crypto.kdf import mac, mac_ok, transcript_hash
 from nyx.crypto.kem import PrivateKey
 from nyx.crypto.suites import DEFAULT_PREFERENCE, Suite
 from nyx.stream.handshake import messages
-from nyx.stream.handshake.errors import Capability, CloseCode, HandshakeError, HandshakeRejected
+from nyx.stream.handshake.errors import (
+    ALL_CAPABILITIES,
+    Capability,
+    CloseCode,
+    HandshakeError,
+    HandshakeRejected,
+    describe_capabilities,
+    missing_capabilities,
+)
 from nyx.stream.handshake.keys import SessionKeys, confirm_keys, session_keys
 
 RETRYABLE = (CloseCode.UNSUPPORTED_VERSION, CloseCode.UNSUPPORTED_SUITE)
@@ -61,6 +69,9 @@ class Initiator:
             expected = suite.kem(backend).public_key_size
             if len(responder_keys[suite]) != expected:
                 raise ValueError(f"{name}'s {suite.label} key must be {expected} bytes, got {len(responder_keys[suite])}")
+        unknown = missing_capabilities(required_caps, ALL_CAPABILITIES)
+        if unknown:
+            raise ValueError(f"cannot require capabilities {unknown:#x}: this build does not implement them")
         self._responder_keys = dict(responder_keys)
         self._versions = sorted(set(versions), reverse=True)
         self._required_caps = required_caps
@@ -137,6 +148,12 @@ class Initiator:
                     CloseCode.AUTH_FAILED,
                     f"{self._name} failed key confirmation: it does not hold the static key the directory "
                     "lists for it, or a handshake message was altered in flight",
+                )
+            missing = missing_capabilities(self._required_caps, accept.capabilities)
+            if missing:  # authenticated above: the responder itself accepted without them
+                raise HandshakeError(
+                    CloseCode.UNSUPPORTED_CAPABILITY,
+                    f"{self._name} accepted but lacks required capabilities {describe_capabilities(missing)}",
                 )
         except HandshakeError:
             self._forget("failed")

@@ -21,7 +21,14 @@ from nyx.crypto.kdf import mac, mac_ok, transcript_hash
 from nyx.crypto.kem import PrivateKey
 from nyx.crypto.suites import Suite
 from nyx.stream.handshake import messages
-from nyx.stream.handshake.errors import ALL_CAPABILITIES, Capability, CloseCode, HandshakeError
+from nyx.stream.handshake.errors import (
+    ALL_CAPABILITIES,
+    Capability,
+    CloseCode,
+    HandshakeError,
+    describe_capabilities,
+    missing_capabilities,
+)
 from nyx.stream.handshake.initiator import key_id
 from nyx.stream.handshake.keys import SessionKeys, session_keys
 from nyx.stream.handshake.keys import confirm_keys as _confirm_keys
@@ -80,7 +87,10 @@ class Responder:
             self.add_key(Suite(suite), private_key)
         self.suites = tuple(suites) if suites is not None else tuple(Suite(s) for s in static_keys)
         self.versions = tuple(versions)
-        self.capabilities = capabilities
+        unknown = missing_capabilities(capabilities, ALL_CAPABILITIES)
+        if unknown:
+            raise ValueError(f"this build does not implement capabilities {unknown:#x}; it cannot advertise them")
+        self.capabilities = Capability(capabilities)
         self.replay_cache = replay_cache if replay_cache is not None else InitReplayCache()
         self._backend = backend
 
@@ -105,9 +115,12 @@ class Responder:
                 "the Init claims an earlier attempt was rejected, but this responder would have accepted it: "
                 "a Reject was forged in flight",
             )
-        missing = Capability(init.required_caps) & ~self.capabilities
+        missing = missing_capabilities(init.required_caps, self.capabilities)
         if missing:
-            raise HandshakeError(CloseCode.UNSUPPORTED_CAPABILITY, f"required capability not offered: {missing!r}")
+            raise HandshakeError(
+                CloseCode.UNSUPPORTED_CAPABILITY,
+                f"the initiator requires capabilities this responder lacks: {describe_capabilities(missing)}",
+            )
         entry = self._keys.get(init.responder_key_id)
         if entry is None or entry[0] is not init.suite:
             raise HandshakeError(
