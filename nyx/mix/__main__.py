@@ -22,6 +22,9 @@ node kind; the mix adds a `[mix]` table:
     loop_rate_pps = 1.0          # loop cover through the other layers and back (0: none);
                                  # needs a directory listing every layer, this node included
     directory_refresh_s = 5.0    # re-read the directory file when it changes
+    replay_save_s = 60.0         # save the replay tables this often (and on every stop);
+                                 # see docs/mix.md, "Restarts": a start without a clean stop
+                                 # replaces the keys of every epoch already valid
 
 This module is a program, not part of the mix layer's library: it composes the mix layer with
 the cover layer above it (a mix's loop cover, `nyx.cover.MixLoopEmitter`).
@@ -47,8 +50,9 @@ from nyx.cover.packets import MixCoverPackets
 from nyx.mix.core import Forward, MixCore
 from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord
-from nyx.mix.keystore import KeyStoreError, load_keyring, save_keyring
+from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.node import MixNode
+from nyx.mix.restart import ReplaySaver, recover
 from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
 from nyx.node.config import ConfigError, NodeConfig, parse_config, with_overrides
 from nyx.node.logs import configure_logging
@@ -77,6 +81,7 @@ class MixSettings:
     weight: float = 1.0
     loop_rate_pps: float = 1.0
     directory_refresh_s: float = 5.0
+    replay_save_s: float = 60.0
 
 
 def _number(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -131,7 +136,10 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
         weight=_number(table, "weight", float, 1.0),
         loop_rate_pps=_number(table, "loop_rate_pps", float, 1.0),
         directory_refresh_s=_number(table, "directory_refresh_s", float, 5.0),
+        replay_save_s=_number(table, "replay_save_s", float, 60.0),
     )
+    if not settings.replay_save_s > 0:
+        raise ConfigError(f"mix.replay_save_s: > 0, got {settings.replay_save_s}")
     if settings.loop_rate_pps < 0:
         raise ConfigError(f"mix.loop_rate_pps: >= 0, got {settings.loop_rate_pps}")
     if settings.directory_refresh_s <= 0:
@@ -198,12 +206,17 @@ def record_of(runtime: NodeRuntime, settings: MixSettings, node: MixNode) -> Nod
 def make_service(settings: MixSettings) -> Service:
     async def service(runtime: NodeRuntime) -> None:
         data_dir = runtime.config.data_dir
-        ring = load_keyring(data_dir, settings.epoch_s, settings.overlap_s, time.time())
+        # Before any packet is accepted: keys, restored replay tables, the restart rule.
+        recovered = await asyncio.to_thread(recover, data_dir, settings.epoch_s, settings.overlap_s, time.time())
+        ring = recovered.ring
         core = MixCore(
             ring,
             delay=PoissonDelay(settings.mean_delay_s) if settings.batch_size is None else None,
             replay_capacity=settings.replay_capacity,
         )
+        for epoch, table in recovered.tables.items():
+            core.replay.install(epoch, table)
+        saver = ReplaySaver(core, data_dir, settings.replay_save_s)
         batch = None
         if settings.batch_size is not None and settings.batch_timeout_s is not None:
             batch = BatchQueue[Forward](settings.batch_size, settings.batch_timeout_s)
@@ -228,29 +241,43 @@ def make_service(settings: MixSettings) -> Service:
                 f"mix-drop-{reason}", lambda r=reason: {"mix_packet_drop": node.drop_counts()[r]}, {"reason": reason}
             )
         runtime.registry.add_source("mix-keys", lambda: {"key_reload_duration": node.key_reload_s})
-        async with asyncio.TaskGroup() as tg:
-            extras: list[asyncio.Task[None]] = []
-            if loops is not None:
-                extras.append(tg.create_task(loops.run(), name="mix-loop-cover"))
-            if settings.directory is not None:
-                extras.append(tg.create_task(_refresh_directory(runtime, settings, loops, ring), name="directory-refresh"))
+        async def stop_and_save() -> None:
+            # Stop accepting first: the final save must hold every tag this run accepted, since
+            # its marker tells the next start to trust it. Held packets are flushed after it.
+            node.accepting = False
+            await saver.save_final()
 
-            async def stop_extras() -> None:  # a draining mix sends no new loops
+        try:
+            async with asyncio.TaskGroup() as tg:
+                extras: list[asyncio.Task[None]] = []
+                if loops is not None:
+                    extras.append(tg.create_task(loops.run(), name="mix-loop-cover"))
+                if settings.directory is not None:
+                    extras.append(tg.create_task(_refresh_directory(runtime, settings, loops, ring), name="directory-refresh"))
+                tg.create_task(saver.run(), name="mix-replay-save")
+
+                async def stop_extras() -> None:  # a draining mix sends no new loops
+                    for task in extras:
+                        task.cancel()
+
+                runtime.on_drain(stop_extras)
+                runtime.on_drain(stop_and_save)
+                runtime.on_drain(node.drain)
+                print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
+                log.info(
+                    "mix layer %d: %s, loop cover %s, data in %s", settings.layer,
+                    f"batches of {settings.batch_size} or {settings.batch_timeout_s} s" if batch
+                    else f"mean delay {settings.mean_delay_s * 1000:.1f} ms",
+                    f"{settings.loop_rate_pps:g}/s" if loops is not None else "off", data_dir,
+                )
+                await node.run()
                 for task in extras:
                     task.cancel()
-
-            runtime.on_drain(stop_extras)
-            runtime.on_drain(node.drain)
-            print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
-            log.info(
-                "mix layer %d: %s, loop cover %s, data in %s", settings.layer,
-                f"batches of {settings.batch_size} or {settings.batch_timeout_s} s" if batch
-                else f"mean delay {settings.mean_delay_s * 1000:.1f} ms",
-                f"{settings.loop_rate_pps:g}/s" if loops is not None else "off", data_dir,
-            )
-            await node.run()
-            for task in extras:
-                task.cancel()
+        finally:
+            # SIGINT, a cancelled service or an error: still end on a complete, vouched-for state.
+            # (Only a process killed outright, or a failed write, leaves no marker.)
+            if not saver.final:
+                await stop_and_save()
 
     return service
 
@@ -330,7 +357,7 @@ def _run(args: argparse.Namespace, default_data_dir: str | None) -> int:
     configure_logging(config.node_id, config.log_format, config.log_level)
     try:
         runtime = NodeRuntime(config)
-        load_keyring(config.data_dir, settings.epoch_s, settings.overlap_s, time.time())  # fail before listening
+        read_keyring(config.data_dir, settings.epoch_s, settings.overlap_s)  # fail before listening
         if settings.directory is not None:
             Directory.load(settings.directory)
     except (CertificateError, ConfigError, KeyStoreError, DirectoryError, ValueError) as exc:

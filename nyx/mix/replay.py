@@ -15,14 +15,22 @@ fingerprint: at the full load factor of 1/2 an unsuccessful search probes 2.5 sl
 (`FALSE_POSITIVE_RATE`). At capacity the table refuses new tags rather than let that rate grow:
 size it as the peak packet rate times the time a key is accepted (epoch_s + 2 * overlap_s);
 `python -m nyx.mix` does so from `max_rate_pps`.
+
+A table survives a restart as its raw slots (`table_bytes` / `from_table`, 32-bit little-endian,
+8 bytes per tag of capacity); `nyx.mix.replay_store` frames them into the state file.
 """
 
 from __future__ import annotations
 
+import sys
 from array import array
 
 FALSE_POSITIVE_RATE = 2.5 / 2**32  # per checked packet, at full load (bound, see above)
 BYTES_PER_TAG = 8
+SLOT_BYTES = 4  # one 32-bit fingerprint per slot, two slots per tag of capacity
+
+if array("I").itemsize != SLOT_BYTES:  # the saved format and memory_bytes assume 32-bit slots
+    raise ImportError("nyx.mix.replay needs a 4-byte array('I') on this platform")
 
 
 class ReplayCacheFull(Exception):
@@ -45,6 +53,40 @@ class ReplayFilter:
     @property
     def memory_bytes(self) -> int:
         return len(self._table) * self._table.itemsize
+
+    def table_bytes(self) -> bytes:
+        """A copy of the slots as little-endian 32-bit words (what a save writes).
+
+        One memcpy (17 ms for the default 4.2 M-tag table): cheap enough to take on the event
+        loop, so the copy is consistent and the slow part (writing it) can go to a thread.
+        """
+        if sys.byteorder == "little":
+            return self._table.tobytes()
+        copy = array("I", self._table)
+        copy.byteswap()
+        return copy.tobytes()
+
+    @classmethod
+    def from_table(cls, capacity: int, count: int, table: bytes | memoryview) -> ReplayFilter:
+        """The filter whose slots are `table` (from `table_bytes`); ValueError if they cannot be.
+
+        The slots are checked, not trusted: `add` only terminates while a slot is free, so the
+        number of filled slots must equal `count` and stay within `capacity`.
+        """
+        if capacity < 1:
+            raise ValueError(f"a replay filter needs a capacity of at least 1 tag, not {capacity}")
+        if len(table) != 2 * capacity * SLOT_BYTES:
+            raise ValueError(f"a {capacity}-tag replay table is {2 * capacity * SLOT_BYTES} bytes, not {len(table)}")
+        slots = array("I")
+        slots.frombytes(table)
+        if sys.byteorder != "little":
+            slots.byteswap()
+        filled = len(slots) - slots.count(0)
+        if filled != count or count > capacity:
+            raise ValueError(f"replay table holds {filled} tags but says {count} (capacity {capacity})")
+        restored = cls.__new__(cls)
+        restored.capacity, restored.count, restored._slots, restored._table = capacity, count, len(slots), slots
+        return restored
 
     def add(self, tag: bytes) -> bool:
         """Record `tag`; True if it is new, False if it was seen before (a replay).
@@ -94,6 +136,14 @@ class ReplayCache:
 
     def retire(self, epoch: int) -> None:
         self._filters.pop(epoch, None)
+
+    def install(self, epoch: int, table: ReplayFilter) -> None:
+        """Use `table` (restored from disk) for `epoch`; it keeps its own capacity."""
+        self._filters[epoch] = table
+
+    def filters(self) -> dict[int, ReplayFilter]:
+        """The tables by epoch (a new dict; the tables themselves are live)."""
+        return dict(self._filters)
 
     def epochs(self) -> list[int]:
         return sorted(self._filters)
