@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import random
 
+import numpy as np
 import pytest
 import reedsolo
 from hypothesis import given, settings
@@ -109,12 +110,28 @@ def test_fec_error_is_a_value_error() -> None:
         ReedSolomon(10, 3).decode({})
 
 
-@pytest.mark.parametrize("index", [-1, 13, 255, "3"])
+@pytest.mark.parametrize("index", [-1, 13, 255, np.int64(13)])
 def test_shard_index_outside_the_block_is_an_error(index: object) -> None:
     shards: dict[object, bytes] = {i: b"\0\0" for i in range(10)}
     shards[index] = b"\0\0"
     with pytest.raises(FecError, match="outside 0..12"):
         ReedSolomon(10, 3).decode(shards)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("index", ["3", 2.5, None, True])
+def test_a_shard_index_that_is_not_an_integer_is_an_error_that_says_so(index: object) -> None:
+    shards: dict[object, bytes] = {i: b"\0\0" for i in range(2, 12)}  # no 0 or 1: True == 1
+    shards[index] = b"\0\0"
+    with pytest.raises(FecError, match="must be integers"):
+        ReedSolomon(10, 3).decode(shards)  # type: ignore[arg-type]
+
+
+def test_numpy_integer_indices_decode_like_ints() -> None:
+    codec = ReedSolomon(4, 2)
+    data = [bytes([i]) * 8 for i in range(4)]
+    shards = dict(enumerate(data + codec.encode(data)))
+    survivors = {np.int64(i): shards[i] for i in (1, 3, 4, 5)}
+    assert codec.decode(survivors) == data  # type: ignore[arg-type]
 
 
 def test_shard_of_the_wrong_length_is_an_error_naming_it() -> None:

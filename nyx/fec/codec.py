@@ -21,6 +21,7 @@ pattern (10+3 has only 378 patterns; a lossy path repeats them).
 
 from __future__ import annotations
 
+import operator
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Final
@@ -97,9 +98,7 @@ class ReedSolomon:
 
         Extra shards beyond k are ignored (data shards are preferred: they need no arithmetic).
         """
-        for index in shards:
-            if not isinstance(index, int) or not 0 <= index < self.n:
-                raise FecError(f"shard index {index!r} is outside 0..{self.n - 1} for {self!r}")
+        shards = {self._index(index): shard for index, shard in shards.items()}
         if len(shards) < self.k:
             raise FecError(
                 f"{self!r} needs any {self.k} of {self.n} shards to decode, got {len(shards)} "
@@ -120,6 +119,18 @@ class ReedSolomon:
         for row, i in enumerate(missing):
             out[i] = recovered[row].tobytes()
         return out
+
+    def _index(self, index: object) -> int:
+        """A shard index as a plain int: any integer type (numpy's too), never a bool or a str."""
+        try:
+            position = operator.index(index)  # type: ignore[arg-type]
+        except TypeError:
+            raise FecError(f"shard indices must be integers, got {type(index).__name__} {index!r}") from None
+        if isinstance(index, bool):
+            raise FecError(f"shard indices must be integers, got the bool {index!r}")
+        if not 0 <= position < self.n:
+            raise FecError(f"shard index {position} is outside 0..{self.n - 1} for {self!r}")
+        return position
 
     def _recovery_kernel(self, missing: tuple[int, ...], parity_used: tuple[int, ...]) -> MatrixKernel:
         """The e x k matrix mapping (received data, received parity) to the missing data, cached."""

@@ -15,8 +15,16 @@ any other context, including when the redundancy controller changes m from block
     body    ...  data: u16 payload length, payload, zero padding; parity: coded bytes
 
 Integers are big-endian (network order). A header that contradicts itself or its block (index
-outside k + m, k + m over 255, a body of another length than the block's) is a FecError, never
-a silently wrong payload.
+outside k + m, k + m over 255, a body of another length than the block's, before or after the
+block was decoded) is a FecError.
+
+What the framing does not do is authenticate: an erasure code corrects losses, not lies. A
+shard whose header is wrong but self-consistent and arrives first decides its block's shape
+(a first shard claiming k = 1 completes the block alone), and a changed payload byte is a changed
+payload. Feed `BlockDecoder` only shards whose bytes are the encoder's: in nyx each wire shard,
+data and parity alike, travels sealed as one AEAD record of the stream session, so a flipped or
+forged shard is refused by the record layer and reaches the decoder as an erasure
+(docs/fec.md, "Integrity").
 """
 
 from __future__ import annotations
@@ -157,14 +165,25 @@ class BlockDecoder:
 
     def __init__(self, max_open_blocks: int = 64) -> None:
         self._open: OrderedDict[int, _OpenBlock] = OrderedDict()
-        self._done: OrderedDict[int, None] = OrderedDict()
+        # Finished blocks by number: (k, m, body length), to check late shards against.
+        self._done: OrderedDict[int, tuple[int, int, int]] = OrderedDict()
         self._limit = max_open_blocks
         self._codecs = _Codecs()
         self.abandoned_blocks = 0
+        self.contradicting_shards = 0
 
     def receive(self, wire: bytes | bytearray | memoryview) -> RecoveredBlock | None:
         shard = Shard.parse(wire)
-        if shard.block in self._done:
+        done = self._done.get(shard.block)
+        if done is not None:
+            if done != (shard.k, shard.m, len(shard.body)):
+                self.contradicting_shards += 1
+                raise FecError(
+                    f"shard {shard.index} of block {shard.block} says k={shard.k}, m={shard.m} with a "
+                    f"{len(shard.body)}-byte body, but the block was decoded as k={done[0]}, m={done[1]} "
+                    f"with {done[2]}: a header was corrupted or forged, so that block may be incomplete "
+                    "(BlockDecoder must be fed authenticated shards)"
+                )
             return None
         state = self._open.get(shard.block)
         if state is None:
@@ -174,11 +193,13 @@ class BlockDecoder:
                 self._open.popitem(last=False)
                 self.abandoned_blocks += 1
         elif (shard.k, shard.m) != (state.k, state.m):
+            self.contradicting_shards += 1
             raise FecError(
                 f"shard {shard.index} of block {shard.block} says k={shard.k}, m={shard.m} "
                 f"but earlier shards said k={state.k}, m={state.m}"
             )
         elif len(shard.body) != state.body_bytes:
+            self.contradicting_shards += 1
             raise FecError(
                 f"shard {shard.index} of block {shard.block} has a {len(shard.body)}-byte body "
                 f"but the block's shards have {state.body_bytes}"
@@ -187,7 +208,7 @@ class BlockDecoder:
         if len(state.bodies) < state.k:
             return None
         del self._open[shard.block]
-        self._done[shard.block] = None
+        self._done[shard.block] = (state.k, state.m, state.body_bytes)
         if len(self._done) > self._limit:
             self._done.popitem(last=False)
         bodies = self._codecs.get(state.k, state.m).decode(state.bodies)
