@@ -61,6 +61,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("transport_handshakes_resumed_total", "counter", "Completed QUIC handshakes that resumed a TLS session (ticket)", "transport"),
     MetricSpec("transport_auth_failures_total", "counter", "Links refused because the certificate fingerprint did not match", "transport"),
     MetricSpec("transport_unroutable_total", "counter", "UDP datagrams that matched no connection and started none", "transport"),
+    MetricSpec("transport_inbound_half_open", "gauge", "Inbound QUIC connections still in their handshake", "transport"),
+    MetricSpec("transport_inbound_refused_total", "counter", "Inbound connections refused because established inbound connections were at their limit", "transport"),
+    MetricSpec("transport_half_open_evicted_total", "counter", "Half-open inbound connections evicted (oldest first) because the half-open budget was full", "transport"),
+    MetricSpec("transport_half_open_source_evicted_total", "counter", "Half-open inbound connections evicted because their source address was at its half-open limit", "transport"),
+    MetricSpec("transport_half_open_expired_total", "counter", "Half-open inbound connections dropped at the handshake timeout", "transport"),
+    MetricSpec("transport_retry_sent_total", "counter", "Client Initials answered with a stateless QUIC Retry (address validation under load)", "transport"),
+    MetricSpec("transport_retry_token_rejected_total", "counter", "Client Initials dropped for an invalid, expired or misaddressed Retry token", "transport"),
     # -- cover detail (no SCL scenario) --
     MetricSpec("mix_loop_success", "gauge", "Share of a mix's judged loop cover packets that came back (lost loops flag failing or attacking mixes)", "cover", unit="ratio"),
     MetricSpec("cover_loops_returned_total", "counter", "Loop cover packets that came back", "cover"),

@@ -10,6 +10,8 @@ either through this small adapter. What differs, and is handled here:
   equal the directory's, and only then does that certificate become the sole trust anchor, so the
   library's own checks (signature chain, validity dates, name = node id) still run against it.
   A mismatch raises the library's `AlertBadCertificate`, which aborts the handshake.
+- Retry. Each library's asyncio server does address validation itself; we do it in our own shell
+  (admission.py, retry.py) and take only the Retry packet encoder from the library.
 - Queue depth. aioquic keeps DATAGRAM frames waiting for congestion window in a deque with no
   bound, and an oversize frame blocks that deque forever; `pending_datagrams` exposes its depth so
   the transport can bound it. qh3's queue lives in Rust and is not visible; the transport bounds
@@ -49,6 +51,9 @@ class Backend:
     load_certificate: Callable[[bytes], Any]
     load_private_key: Callable[[bytes], Any]
     max_datagram_payload: int
+    # (version, source_cid, destination_cid, original_destination_cid, retry_token) -> a Retry
+    # packet with its integrity tag (RFC 9001 5.8); both libraries name it encode_quic_retry
+    encode_retry: Callable[..., bytes]
 
 
 def available(name: str) -> bool:
@@ -67,6 +72,7 @@ def _aioquic() -> Backend:
     from aioquic.quic import events
     from aioquic.quic.configuration import QuicConfiguration
     from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.packet import encode_quic_retry
 
     class PinnedContext(aq_tls.Context):
         nyx_pin: str = ""
@@ -102,6 +108,7 @@ def _aioquic() -> Backend:
         load_certificate=x509.load_pem_x509_certificate,
         load_private_key=lambda pem: serialization.load_pem_private_key(pem, password=None),
         max_datagram_payload=1170,
+        encode_retry=encode_quic_retry,
     )
 
 
@@ -112,6 +119,7 @@ def _qh3() -> Backend:
     from qh3.quic import events
     from qh3.quic.configuration import QuicConfiguration
     from qh3.quic.connection import QuicConnection
+    from qh3.quic.packet import encode_quic_retry
 
     class PinnedContext(q_tls.Context):
         nyx_pin: str = ""
@@ -154,6 +162,7 @@ def _qh3() -> Backend:
         load_certificate=load_cert,
         load_private_key=load_key,
         max_datagram_payload=1170,
+        encode_retry=encode_quic_retry,
     )
 
 

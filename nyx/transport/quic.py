@@ -12,6 +12,9 @@ Shape (see docs/transport.md):
 - Sending goes only over outbound links, each authenticated by pinning the peer's certificate
   fingerprint from the directory. Inbound connections only receive; the peer names itself in a
   one-line hello on stream 0 (a label for statistics, not an authenticated identity; see the doc).
+- Inbound connections are admitted by a sans-I/O policy (admission.py): half-open ones have their
+  own budget, a per-source limit, a handshake timeout this module enforces with one timer, and
+  Retry (retry.py) under load, so a flood of forged Initials cannot lock real clients out.
 - Every queue is bounded: a per-peer `SendQueue` while the link is connecting, and the backend's
   DATAGRAM queue (aioquic's is unbounded, so we stop handing it packets at `queue_packets`).
   Overflow is a counted drop; `send_wait` turns it into backpressure.
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 import time
@@ -32,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nyx.telemetry.window import SampleWindow
+from nyx.transport.admission import AdmissionLimits, Admit, InboundAdmission, SendRetry
 from nyx.transport.backends import Backend, load_backend
 from nyx.transport.base import (
     LinkStats,
@@ -45,8 +50,9 @@ from nyx.transport.base import (
 from nyx.transport.certs import NodeIdentity, normalize_fingerprint
 from nyx.transport.link import Backoff, LinkPhase, LinkState
 from nyx.transport.queues import SendQueue
+from nyx.transport.retry import RetryTokens
 from nyx.transport.tickets import ClientTicketCache, ServerTicketStore
-from nyx.transport.wire import destination_cid, is_initial
+from nyx.transport.wire import InitialHeader, destination_cid, is_initial, parse_initial
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +137,9 @@ class QuicTransport(Transport):
     the backend's DATAGRAM queue). idle_close_s: close an outbound link nothing was sent on for
     this long. keepalive_s: PING quiet links this often so QUIC's idle timeout does not fire.
     resumption: issue and redeem TLS 1.3 session tickets (tickets.py); client_tickets: the cache
-    of tickets from peers, shareable so that a returning client resumes.
+    of tickets from peers, shareable so that a returning client resumes. admission: limits on
+    inbound connection state (admission.py); without it, `max_inbound` bounds established inbound
+    connections and the other limits take their defaults.
     """
 
     def __init__(
@@ -155,6 +163,7 @@ class QuicTransport(Transport):
         clock: Callable[[], float] = time.perf_counter,
         resumption: bool = True,
         client_tickets: ClientTicketCache | None = None,
+        admission: AdmissionLimits | None = None,
     ) -> None:
         super().__init__()
         self.node_id = node_id
@@ -169,7 +178,10 @@ class QuicTransport(Transport):
         self.peer_silence_s = peer_silence_s
         self.connect_timeout_s = connect_timeout_s
         self.backoff_initial_s, self.backoff_max_s = backoff_initial_s, backoff_max_s
-        self.max_inbound = max_inbound
+        limits = admission if admission is not None else AdmissionLimits(max_established=max_inbound)
+        self.max_inbound = limits.max_established
+        self.admission: InboundAdmission[_Conn] = InboundAdmission(limits)
+        self.retry_tokens = RetryTokens()
         self.socket_buffer_bytes = socket_buffer_bytes
         self._clock = clock
         # TLS session resumption (see tickets.py): tickets we issue, and tickets peers gave us.
@@ -190,6 +202,8 @@ class QuicTransport(Transport):
         self._stats_in: dict[PeerId, LinkStats] = {}
         self._dirty: set[_Conn] = set()
         self._flush_handle: asyncio.Handle | None = None
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        self._handshake_timer_at: float | None = None
         self._closing = False
         self._listening = False
         # plain-attribute counters (published by nyx.telemetry about once a second)
@@ -307,6 +321,9 @@ class QuicTransport(Transport):
                 conn.timer.cancel()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self._by_cid.clear()
         self._inbound.clear()
         if self._udp is not None:
@@ -504,10 +521,9 @@ class QuicTransport(Transport):
             if self._closing or not is_initial(data):
                 self.unroutable += 1
                 return
-            if len(self._inbound) >= self.max_inbound:
-                self.inbound_refused += 1
+            conn = self._admit(data, addr)
+            if conn is None:
                 return
-            conn = self._accept_inbound(cid, addr)
         try:
             conn.last_received = now = self._clock()
             conn.quic.receive_datagram(data, addr, now=now)
@@ -517,20 +533,103 @@ class QuicTransport(Transport):
         self._process_events(conn)
         self._mark_dirty(conn)
 
-    def _accept_inbound(self, cid: bytes, addr: tuple[str, int]) -> _Conn:
+    def _admit(self, data: bytes, addr: tuple[str, int]) -> _Conn | None:
+        """Apply the admission policy to an Initial with an unknown DCID: a new half-open
+        connection, or None (answered with a Retry, or dropped; every outcome is counted)."""
+        header = parse_initial(data)
+        if header is None:
+            self.unroutable += 1
+            return None
+        now = self._clock()
+        original_cid, retry_cid = header.destination_cid, None
+        if header.token:
+            original_cid = self.retry_tokens.validate(addr, header.destination_cid, header.token, now)
+            if original_cid is None:
+                return None  # counted in retry_tokens.rejected
+            retry_cid = header.destination_cid
+        verdict = self.admission.decide(addr[0], retry_cid is not None, now)
+        if isinstance(verdict, SendRetry):
+            self._send_retry(header, addr, now)
+            return None
+        if not isinstance(verdict, Admit):
+            self.inbound_refused += 1
+            return None
+        for victim in verdict.evict:
+            self._drop_half_open(victim)
+        conn = self._accept_inbound(header.destination_cid, original_cid, retry_cid, addr)
+        self.admission.opened(conn, addr[0], now)
+        self._arm_handshake_timer()
+        return conn
+
+    def _send_retry(self, header: InitialHeader, addr: tuple[str, int], now: float) -> None:
+        udp = self._udp
+        if udp is None or udp.is_closing():
+            return
+        retry_cid = os.urandom(CID_LENGTH)
+        token = self.retry_tokens.issue(addr, header.destination_cid, retry_cid, now)
+        try:
+            packet = self.backend.encode_retry(
+                version=header.version,
+                source_cid=retry_cid,
+                destination_cid=header.source_cid,
+                original_destination_cid=header.destination_cid,
+                retry_token=token,
+            )
+        except Exception as exc:  # hostile header fields must cost a drop, not the node
+            self.backend_errors += 1
+            log.debug("%s: cannot encode a Retry for %s: %s", self.node_id, addr, exc)
+            return
+        udp.sendto(packet, addr)
+        self.udp_sent += 1
+
+    def _accept_inbound(
+        self, cid: bytes, original_cid: bytes, retry_cid: bytes | None, addr: tuple[str, int]
+    ) -> _Conn:
         tickets = self.server_tickets if self.resumption else None
         quic = self.backend.connection_class(
             configuration=self._server_config,
-            original_destination_connection_id=cid,
+            original_destination_connection_id=original_cid,
+            retry_source_connection_id=retry_cid,
             session_ticket_fetcher=tickets.pop if tickets is not None else None,
             session_ticket_handler=tickets.add if tickets is not None else None,
         )
         label = f"?{addr[0]}:{addr[1]}"
         conn = _Conn(quic=quic, addr=addr, outbound=False, peer=label, stats=self._stats_in_for(label))
+        conn.opened_at = self._clock()
         self._inbound.add(conn)
         self._register_cid(conn, cid)
         self._register_cid(conn, quic.host_cid)
         return conn
+
+    def _drop_half_open(self, conn: _Conn) -> None:
+        """Forget a half-open inbound connection at once (evicted or timed out). Nothing is sent:
+        a forged Initial has no keys to answer with, and a real client retries its Initial."""
+        self._forget(conn)
+        self._inbound.discard(conn)
+        self._dirty.discard(conn)
+        conn.close_reason = "half-open connection dropped"
+        conn.terminated.set()
+
+    def _arm_handshake_timer(self) -> None:
+        """One loop timer for the oldest half-open connection's handshake deadline: enforced here,
+        whatever timers the backend arms (qh3 never removes a connection that decrypted nothing)."""
+        deadline = self.admission.next_deadline()
+        if deadline is None or self._loop is None or self._closing:
+            return
+        if self._handshake_timer is not None:
+            if self._handshake_timer_at is not None and self._handshake_timer_at <= deadline:
+                return
+            self._handshake_timer.cancel()
+        self._handshake_timer_at = deadline
+        self._handshake_timer = self._loop.call_later(
+            max(0.0, deadline - self._clock()), self._on_handshake_deadline
+        )
+
+    def _on_handshake_deadline(self) -> None:
+        self._handshake_timer = self._handshake_timer_at = None
+        for conn in self.admission.expire(self._clock()):
+            self._drop_half_open(conn)
+        self._arm_handshake_timer()
 
     def _stats_in_for(self, peer: PeerId) -> LinkStats:
         stats = self._stats_in.get(peer)
@@ -604,6 +703,9 @@ class QuicTransport(Transport):
         if getattr(event, "session_resumed", False):
             self.handshakes_resumed += 1
         if not conn.outbound:
+            if not self.admission.established(conn):
+                self.inbound_refused += 1
+                self._close_conn(conn, "server busy")
             return
         link = conn.link
         quic = conn.quic
@@ -634,6 +736,8 @@ class QuicTransport(Transport):
                 del self._by_cid[cid]
         conn.cids.clear()
         self._inbound.discard(conn)
+        if not conn.outbound:
+            self.admission.closed(conn)
         if conn.timer is not None:
             conn.timer.cancel()
             conn.timer = None
@@ -826,6 +930,13 @@ class QuicTransport(Transport):
                 "transport_unroutable_total": float(self.unroutable),
                 "transport_links_up": float(sum(1 for l in self._links.values() if l.conn is not None)),
                 "transport_inbound_connections": float(len(self._inbound)),
+                "transport_inbound_half_open": float(self.admission.half_open),
+                "transport_inbound_refused_total": float(self.inbound_refused),
+                "transport_half_open_evicted_total": float(self.admission.evicted_full),
+                "transport_half_open_source_evicted_total": float(self.admission.evicted_source),
+                "transport_half_open_expired_total": float(self.admission.expired),
+                "transport_retry_sent_total": float(self.admission.retries),
+                "transport_retry_token_rejected_total": float(self.retry_tokens.rejected),
             }
         )
         if self.handshake_s.count:
