@@ -89,6 +89,9 @@ async def test_real_client_gets_through_right_after_a_flood_of_forged_initials(b
         peak = await flood(b, 5000)
         await exchange_within(a, b, got, budget_s=1.0)
         assert peak <= DEFAULT_MAX_HALF_OPEN
+        # every connection left (the established one, any half-open ones) is on a timer
+        assert all(conn.timer is not None for conn in b._inbound)
+        assert b._handshake_timer is not None or not any(b.admission.is_half_open(c) for c in b._inbound)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -162,3 +165,66 @@ async def test_forged_retry_tokens_are_counted_drops(backend, identities):
         assert await _until(lambda: b.retry_tokens.rejected == 3)
         assert b.metric_values()["transport_retry_token_rejected_total"] == 3
         assert b.admission.half_open == 0
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+async def _measure(backend: str) -> None:
+    """Figures for docs/transport.md: `PYTHONPATH=. python tests/test_transport_flood.py` (Linux)."""
+    from nyx.transport.admission import AdmissionLimits
+
+    ids = {name: NodeIdentity.generate(name) for name in ("a", "b")}
+    # 1. memory per half-open connection and time to evict: no Retry, room for the whole flood
+    n = 3000
+    limits = AdmissionLimits(max_half_open=n, max_half_open_per_source=n, retry_above=None, handshake_timeout_s=2.0)
+    async with QuicTransport("b", ids["b"], backend=backend, admission=limits) as b:
+        await flood(b, 200)  # warm up allocators and code paths
+        assert await _until(lambda: b.admission.half_open == 0, timeout_s=5)
+        before, start = _rss_bytes(), time.perf_counter()
+        await flood(b, n)
+        took = time.perf_counter() - start
+        grown = _rss_bytes() - before
+        await _until(lambda: b.admission.half_open == 0, timeout_s=10)
+        gone_s = time.perf_counter() - start - took
+        print(
+            f"{backend}: no limits: {n} forged Initials in {took:.2f} s ({took / n * 1e6:.0f} us each), "
+            f"RSS +{grown / 2**20:.1f} MiB = {grown / n / 1024:.1f} KiB per half-open connection; "
+            f"all dropped {gone_s:.2f} s after the flood (handshake_timeout_s=2)"
+        )
+    # 2. defaults: 5,000 forged Initials from one source, then a real client
+    got: list[bytes] = []
+    async with QuicTransport("b", ids["b"], backend=backend) as b, QuicTransport("a", ids["a"], backend=backend) as a:
+        b.set_handler(lambda peer, packet: got.append(packet))
+        before, start = _rss_bytes(), time.perf_counter()
+        peak = await flood(b, 5000)
+        took = time.perf_counter() - start
+        grown = _rss_bytes() - before
+        connect_s = await exchange_within(a, b, got, budget_s=1.0)
+        print(
+            f"{backend}: defaults: 5000 forged Initials in {took:.2f} s ({took / 5000 * 1e6:.0f} us each), "
+            f"peak inbound {peak}, Retries {b.admission.retries}, RSS +{grown / 2**20:.1f} MiB; "
+            f"real client connected and delivered in {connect_s * 1000:.1f} ms"
+        )
+    # 3. the global Retry threshold (one source may use the whole budget)
+    got = []
+    limits = AdmissionLimits(max_half_open_per_source=100_000)
+    async with QuicTransport("b", ids["b"], backend=backend, admission=limits) as b, QuicTransport(
+        "a", ids["a"], backend=backend
+    ) as a:
+        b.set_handler(lambda peer, packet: got.append(packet))
+        peak = await flood(b, 5000)
+        connect_s = await exchange_within(a, b, got, budget_s=1.0)
+        print(
+            f"{backend}: per-source limit off: peak inbound {peak}, Retries {b.admission.retries}; "
+            f"real client in {connect_s * 1000:.1f} ms"
+        )
+
+
+if __name__ == "__main__":
+    import sys
+
+    for name in sys.argv[1:] or ["aioquic", "qh3"]:
+        asyncio.run(_measure(name))
