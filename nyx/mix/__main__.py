@@ -5,6 +5,8 @@ directory removed at exit unless `--data-dir` names one, 127.0.0.1:43300 or a fr
 its directory record as one JSON line on stdout once it listens (logs go to stderr), serves until
 SIGTERM (drain: stop accepting, flush the delay queue, exit 0) or SIGINT (exit 130). When its
 keys rotate it prints the updated record (now listing the next epoch's key) the same way.
+Its replay tables are saved periodically and on every stop, and a start after a crash replaces
+the keys it cannot vouch for (`nyx.mix.restart`, docs/mix.md "Restarts").
 
 The node runtime (`nyx.node`: TOML config, TLS identity, metrics, signals) is shared with every
 node kind; the mix adds a `[mix]` table:

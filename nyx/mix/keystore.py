@@ -4,6 +4,7 @@ The keys must survive a restart: the directory has published their public halves
 built on them are in flight. So the key ring is written whenever it changes, atomically (a new
 file renamed over the old), created with mode 0600; a key file others can read is refused, as
 the node runtime refuses its TLS key (`nyx.transport.certs.check_private_file`).
+`write_private` is that atomic owner-only write, shared with the replay state (`nyx.mix.restart`).
 """
 
 from __future__ import annotations
