@@ -18,7 +18,7 @@ A, B = "192.0.2.1", "192.0.2.2"
 def admit(core: InboundAdmission[str], key: str, source: str, now: float, validated: bool = False) -> Admit[str]:
     verdict = core.decide(source, validated, now)
     assert isinstance(verdict, Admit), verdict
-    core.opened(key, source, now)
+    core.opened(key, source, now, validated)
     return verdict
 
 
@@ -60,6 +60,24 @@ def test_source_at_its_limit_evicts_its_own_oldest_not_another_source():
     assert admit(core, "a2", A, now=3).evict == ("a0",)
     assert core.half_open_from(A) == 2 and core.half_open_from(B) == 1
     assert core.evicted_source == 1
+
+
+def test_a_validated_handshake_is_never_evicted_while_an_unvalidated_one_remains():
+    core: InboundAdmission[str] = InboundAdmission(
+        AdmissionLimits(max_half_open=3, max_half_open_per_source=3, retry_above=None)
+    )
+    admit(core, "real", A, now=0, validated=True)
+    admit(core, "spoof0", A, now=1)
+    admit(core, "spoof1", "10.0.0.9", now=2)
+    assert admit(core, "next", B, now=3).evict == ("spoof0",)  # global budget: oldest unvalidated
+    assert admit(core, "more", "10.0.0.8", now=4).evict == ("spoof1",)
+    assert admit(core, "again", "10.0.0.7", now=5).evict == ("next",)
+    # per source: A is at its limit with "real" oldest; the unvalidated go first
+    core2: InboundAdmission[str] = InboundAdmission(AdmissionLimits(max_half_open_per_source=2, retry_above=None))
+    admit(core2, "real", A, now=0, validated=True)
+    admit(core2, "spoof", A, now=1)
+    assert admit(core2, "retried", A, now=2, validated=True).evict == ("spoof",)
+    assert admit(core2, "third", A, now=3, validated=True).evict == ("real",)  # all validated: oldest
 
 
 def test_retry_is_asked_above_the_threshold_and_of_a_source_at_its_limit_unless_validated():

@@ -9,7 +9,8 @@ module holds the policy, as QUIC servers do it (and TCP's SYN cache before them)
   apart from established ones (`max_established`): a flood of Initials never displaces an
   established peer, and a full table of established peers refuses new Initials up front.
 - When the half-open budget is full, the oldest half-open connection is evicted to admit the new
-  one. Refusing the newcomer instead would let an attacker hold the table with `max_half_open`
+  one (the oldest one admitted without a Retry token if there is one: a sender that proved its
+  address is never evicted for one that did not). Refusing the newcomer instead would let an attacker hold the table with `max_half_open`
   Initials per handshake timeout (about 50 per second at the defaults) for as long as it likes;
   with eviction it has to send `max_half_open` Initials within one handshake of a real client,
   which lasts one or two round trips, and each of those Initials must first pass a Retry.
@@ -18,7 +19,8 @@ module holds the policy, as QUIC servers do it (and TCP's SYN cache before them)
   (`validated`), which proves the sender receives at its address, creates state then. Spoofed
   sources never get past the Retry.
 - Each source address holds at most `max_half_open_per_source`; past it the source's own oldest
-  half-open connection is evicted (after a Retry), never another source's and never a refusal:
+  half-open connection (unvalidated first) is evicted, after a Retry, never another source's and
+  never a refusal:
   a refusal would let anyone who can spoof a victim's address lock that address out with a
   handful of packets per handshake timeout (and it would lock out every client behind a NAT
   shared with an attacker).
@@ -53,7 +55,7 @@ class AdmissionLimits:
 
     max_established: int = 4096
     max_half_open: int = 256
-    max_half_open_per_source: int = 8
+    max_half_open_per_source: int = 32
     retry_above: int | None = 64
     handshake_timeout_s: float = 5.0
 
@@ -89,6 +91,7 @@ class Refuse:
 class _HalfOpen:
     source: str
     deadline: float
+    validated: bool
 
 
 class InboundAdmission(Generic[Key]):
@@ -102,6 +105,7 @@ class InboundAdmission(Generic[Key]):
     def __init__(self, limits: AdmissionLimits | None = None) -> None:
         self.limits = limits if limits is not None else AdmissionLimits()
         self._half_open: dict[Key, _HalfOpen] = {}  # insertion order = age = deadline order
+        self._unvalidated: dict[Key, None] = {}  # the half-open ones admitted without a token, oldest first
         self._by_source: dict[str, dict[Key, None]] = {}  # per source, oldest first
         self._established: set[Key] = set()
         self.refused_full = 0  # Initials or completed handshakes refused: established budget full
@@ -142,20 +146,23 @@ class InboundAdmission(Generic[Key]):
                 return SendRetry()
         if source_full:
             assert from_source is not None
-            victim = next(iter(from_source))
+            victim = next((key for key in from_source if key in self._unvalidated), next(iter(from_source)))
             self.evicted_source += 1
         elif len(self._half_open) >= limits.max_half_open:
-            victim = next(iter(self._half_open))
+            victim = next(iter(self._unvalidated or self._half_open))
             self.evicted_full += 1
         else:
             return Admit()
         self._forget(victim)
         return Admit((victim,))
 
-    def opened(self, key: Key, source: str, now: float) -> None:
-        """`key` is a new half-open connection from `source`, admitted at `now`."""
-        self._half_open[key] = _HalfOpen(source, now + self.limits.handshake_timeout_s)
+    def opened(self, key: Key, source: str, now: float, validated: bool = False) -> None:
+        """`key` is a new half-open connection from `source`, admitted at `now` (`validated`: with
+        a valid Retry token)."""
+        self._half_open[key] = _HalfOpen(source, now + self.limits.handshake_timeout_s, validated)
         self._by_source.setdefault(source, {})[key] = None
+        if not validated:
+            self._unvalidated[key] = None
 
     def established(self, key: Key) -> bool:
         """`key` completed its handshake. False if established connections are at their limit
@@ -197,6 +204,8 @@ class InboundAdmission(Generic[Key]):
         entry = self._half_open.pop(key, None)
         if entry is None:
             return
+        if not entry.validated:
+            del self._unvalidated[key]
         from_source = self._by_source[entry.source]
         del from_source[key]
         if not from_source:

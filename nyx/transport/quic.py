@@ -557,7 +557,7 @@ class QuicTransport(Transport):
         for victim in verdict.evict:
             self._drop_half_open(victim)
         conn = self._accept_inbound(header.destination_cid, original_cid, retry_cid, addr)
-        self.admission.opened(conn, addr[0], now)
+        self.admission.opened(conn, addr[0], now, validated=retry_cid is not None)
         self._arm_handshake_timer()
         return conn
 
