@@ -3,6 +3,7 @@ file shell (`nyx.mix.restart.recover`) on a real directory."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import stat
@@ -14,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nyx.mix import KeyRing, MixCore
+from nyx.mix.__main__ import mix_settings, parser
 from nyx.mix.keystore import KEY_FILE, save_keyring
 from nyx.mix.replay import ReplayFilter
 from nyx.mix.replay_store import (
@@ -27,6 +29,7 @@ from nyx.mix.replay_store import (
     snapshot,
 )
 from nyx.mix.restart import MARKER_FILE, STATE_FILE, ReplaySaver, read_state, recover
+from nyx.node.config import ConfigError, parse_config
 
 SAVE_ID = bytes(range(16))
 
@@ -181,3 +184,32 @@ async def test_the_saver_writes_owner_only_files_that_recover_trusts_once(tmp_pa
     recovered = recover(tmp_path, 100.0, 10.0, now=260.0)
     assert recovered.replaced == [] and recovered.tables[2].add(tag) is False
     assert recover(tmp_path, 100.0, 10.0, now=260.0).replaced == [2]  # the marker was consumed
+
+
+def test_a_marker_without_its_state_vouches_for_nothing() -> None:
+    ring = ring_at([2, 3])
+    plan = plan_restart(ring.keys, None, SAVE_ID, now=260.0)
+    assert plan.discard == [2] and "no replay state" in plan.reason
+
+
+async def test_the_saver_saves_every_interval_until_cancelled(tmp_path: Path) -> None:
+    ring = ring_at([2, 3])
+    core = MixCore(ring, replay_capacity=64)
+    core.replay.check(2, os.urandom(16))
+    saver = ReplaySaver(core, tmp_path, interval_s=0.02)
+    async with asyncio.TaskGroup() as tg:
+        task = tg.create_task(saver.run())
+        async with asyncio.timeout(5):
+            while saver.saves < 2:
+                await asyncio.sleep(0.01)
+        task.cancel()
+    assert read_state(tmp_path).tables[2].replay.count == 1
+    assert not (tmp_path / MARKER_FILE).exists()  # only a final save vouches for the state
+
+
+def test_the_save_interval_must_be_positive() -> None:
+    args = parser().parse_args([])
+    config = parse_config({"node_id": "mix-1", "mix": {"replay_save_s": 0}})
+    with pytest.raises(ConfigError, match="replay_save_s"):
+        mix_settings(config, args)
+    assert mix_settings(parse_config({"node_id": "mix-1"}), args).replay_save_s == 60.0
