@@ -186,6 +186,16 @@ async def test_the_saver_writes_owner_only_files_that_recover_trusts_once(tmp_pa
     assert recover(tmp_path, 100.0, 10.0, now=260.0).replaced == [2]  # the marker was consumed
 
 
+async def test_a_table_whose_key_retired_while_the_mix_was_down_is_not_installed(tmp_path: Path) -> None:
+    ring = ring_at([2, 3])
+    save_keyring(ring, tmp_path)
+    core = MixCore(ring, replay_capacity=64)
+    core.replay.check(2, os.urandom(16))
+    assert await ReplaySaver(core, tmp_path, 60.0, clock=lambda: 255.0).save_final()
+    recovered = recover(tmp_path, 100.0, 10.0, now=315.0)  # epoch 2's key retired at 310
+    assert recovered.replaced == [] and recovered.tables == {} and sorted(recovered.ring.keys) == [3, 4]
+
+
 def test_a_marker_without_its_state_vouches_for_nothing() -> None:
     ring = ring_at([2, 3])
     plan = plan_restart(ring.keys, None, SAVE_ID, now=260.0)

@@ -108,7 +108,8 @@ def recover(data_dir: Path, epoch_s: float, overlap_s: float, now: float) -> Rec
         pass
     else:
         sync_directory(data_dir)  # a marker back after a power loss would vouch for stale state
-    return Recovery(ring, plan.tables, plan.discard)
+    # A table whose key just retired would never be freed (tables go when their key retires).
+    return Recovery(ring, {e: t for e, t in plan.tables.items() if e in ring.keys}, plan.discard)
 
 
 @dataclass(frozen=True, slots=True)
