@@ -169,3 +169,9 @@ def test_initial_header_fields_are_parsed():
 def test_parse_initial_never_raises(data, prefix):
     header = parse_initial(prefix + data)
     assert header is None or isinstance(header, InitialHeader)
+
+
+def test_retry_token_for_a_scoped_ipv6_address_round_trips():
+    tokens = RetryTokens()
+    token = tokens.issue(("fe80::1%lo", 443, 0, 1), b"o" * 8, b"r" * 8, now=0.0)
+    assert tokens.validate(("fe80::1%lo", 443, 0, 1), b"r" * 8, token, now=1.0) == b"o" * 8

@@ -31,8 +31,13 @@ _ISSUED = struct.Struct(">d")
 
 
 def encode_address(address: tuple[str, int]) -> bytes:
-    """The client's IP address and port as bytes (authenticated, not sent, in the token)."""
-    return ipaddress.ip_address(address[0]).packed + address[1].to_bytes(2, "big")
+    """The client's IP address and port as bytes (authenticated, not sent, in the token).
+    Never raises: a host string that is not a plain IP address is used as it is."""
+    try:
+        host = ipaddress.ip_address(address[0]).packed
+    except ValueError:
+        host = str(address[0]).encode()
+    return host + (address[1] & 0xFFFF).to_bytes(2, "big")
 
 
 class RetryTokens:
