@@ -224,32 +224,32 @@ def make_service(settings: MixSettings) -> Service:
             batch = BatchQueue[Forward](settings.batch_size, settings.batch_timeout_s)
         node = MixNode(core, runtime.transport, batch=batch)
 
-        def on_rotate(retired: list[int]) -> None:
-            # Keep the new key across restarts, and publish the record that now lists it.
-            save_keyring(ring, data_dir)
-            print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
-
-        node.on_rotate = on_rotate
-        node_id = runtime.config.node_id
-        loops: MixLoopEmitter | None = None
-        if settings.directory is not None:
-            directory = _adopt_directory(runtime, Directory.load(settings.directory))
-            if settings.loop_rate_pps > 0:
-                loops = MixLoopEmitter(node, _loop_factory(directory, node_id, ring), settings.loop_rate_pps)
-                loops.attach()
-                runtime.registry.add_source("mix-loop-cover", loops.metric_values)
-        for reason in node.drop_counts():
-            runtime.registry.add_source(
-                f"mix-drop-{reason}", lambda r=reason: {"mix_packet_drop": node.drop_counts()[r]}, {"reason": reason}
-            )
-        runtime.registry.add_source("mix-keys", lambda: {"key_reload_duration": node.key_reload_s})
         async def stop_and_save() -> None:
             # Stop accepting first: the final save must hold every tag this run accepted, since
             # its marker tells the next start to trust it. Held packets are flushed after it.
             node.accepting = False
             await saver.save_final()
 
-        try:
+        try:  # from here on, however the service ends, it ends on a final save
+            def on_rotate(retired: list[int]) -> None:
+                # Keep the new key across restarts, and publish the record that now lists it.
+                save_keyring(ring, data_dir)
+                print(json.dumps(record_of(runtime, settings, node).to_json()), flush=True)
+
+            node.on_rotate = on_rotate
+            node_id = runtime.config.node_id
+            loops: MixLoopEmitter | None = None
+            if settings.directory is not None:
+                directory = _adopt_directory(runtime, Directory.load(settings.directory))
+                if settings.loop_rate_pps > 0:
+                    loops = MixLoopEmitter(node, _loop_factory(directory, node_id, ring), settings.loop_rate_pps)
+                    loops.attach()
+                    runtime.registry.add_source("mix-loop-cover", loops.metric_values)
+            for reason in node.drop_counts():
+                runtime.registry.add_source(
+                    f"mix-drop-{reason}", lambda r=reason: {"mix_packet_drop": node.drop_counts()[r]}, {"reason": reason}
+                )
+            runtime.registry.add_source("mix-keys", lambda: {"key_reload_duration": node.key_reload_s})
             async with asyncio.TaskGroup() as tg:
                 extras: list[asyncio.Task[None]] = []
                 if loops is not None:
