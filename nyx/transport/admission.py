@@ -24,9 +24,9 @@ module holds the policy, as QUIC servers do it (and TCP's SYN cache before them)
   a refusal would let anyone who can spoof a victim's address lock that address out with a
   handful of packets per handshake timeout (and it would lock out every client behind a NAT
   shared with an attacker).
-- Every half-open connection is dropped `handshake_timeout_s` after it was admitted, whether or
-  not the backend armed a timer for it (qh3 arms none that removes a connection which never
-  decrypted a packet).
+- Every half-open connection is dropped `handshake_timeout_s` after it was admitted, by the shell,
+  whatever timers the backend arms (left to themselves, both backends keep such a connection for
+  their whole idle timeout, 30 s, and removal on qh3 was reported to fail altogether).
 
 Sans-I/O: addresses, verdicts and a clock in; verdicts, evictions and expiries out. The asyncio
 shell (quic.py) owns the connections, the socket and the one timer for `next_deadline()`.

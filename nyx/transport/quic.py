@@ -612,7 +612,8 @@ class QuicTransport(Transport):
 
     def _arm_handshake_timer(self) -> None:
         """One loop timer for the oldest half-open connection's handshake deadline: enforced here,
-        whatever timers the backend arms (qh3 never removes a connection that decrypted nothing)."""
+        whatever timers the backend arms (both keep a connection that decrypted nothing for their
+        30 s idle timeout; qh3 was reported never to remove it)."""
         deadline = self.admission.next_deadline()
         if deadline is None or self._loop is None or self._closing:
             return
