@@ -13,7 +13,11 @@ from nyx.bench.__main__ import main
 from nyx.bench.loadgen import Schedule, drive_async, drive_sync, percentile
 from nyx.bench.report import Measurement, Result
 
-JSON_KEYS = {"scenario", "metric", "value", "unit", "slo", "pass", "offered_rate", "achieved_rate", "scale", "duration_s", "notes"}
+JSON_KEYS = {
+    "scenario", "metric", "value", "unit", "slo", "verdict", "pass", "offered_rate", "achieved_rate", "scale",
+    "duration_s", "notes", "run",
+}
+RUN_KEYS = {"nyx", "commit", "python", "implementation", "packages", "cpus", "transport", "seed", "quick", "duration_s", "scale", "timestamp"}
 
 
 def test_list_prints_fifty_rows_with_status(capsys: pytest.CaptureFixture[str]) -> None:
@@ -73,13 +77,19 @@ def test_scale_is_floored_and_a_shortfall_is_reported() -> None:
     assert "machine limit" in result.verdict_line()
 
 
-def test_run_writes_json_with_exactly_the_issue_keys(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_writes_json_whose_verdict_is_the_printed_one_with_the_run_context(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "out.json"
-    assert main(["run", "SCL-044", "--duration", "0.5", "--scale", "0.2", "--json", str(path)]) == 0
+    assert main(["run", "SCL-044", "--duration", "0.5", "--scale", "0.2", "--seed", "7", "--json", str(path)]) == 0
     record = json.loads(path.read_text())
-    assert set(record) == JSON_KEYS
+    assert set(record) == JSON_KEYS and set(record["run"]) == RUN_KEYS
     assert record["scenario"] == "SCL-044" and record["unit"] == "ms"
-    assert "SCL-044 PASS" in capsys.readouterr().out or record["pass"] is False
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("SCL-044 "))
+    assert line.split()[1] == record["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    assert record["pass"] == (record["verdict"] == "PASS")
+    assert record["run"]["seed"] == 7 and record["run"]["transport"] == "sim" and record["run"]["scale"] == 0.2
+    assert record["run"]["python"].count(".") == 2 and record["run"]["packages"]["aioquic"]
 
 
 def test_run_with_out_writes_a_json_and_a_latency_plot_per_scenario(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@
     python -m nyx.bench micro [--only crypto,fec] [--budget S] [--json FILE]
     python -m nyx.bench list
     python -m nyx.bench run SCL-044 [SCL-003 ...] [--duration S] [--scale F] [--transport sim|quic] [--json FILE]
-    python -m nyx.bench run --all [--quick] [--out DIR] [--fail-on-slo]
+    python -m nyx.bench run --all [--quick] [--out DIR] [--fail-on-slo] [--slo '<= 3 ms']
 """
 
 from __future__ import annotations
@@ -36,7 +36,12 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--seed", type=int, default=1, help="seed of the replay's randomness")
     run_cmd.add_argument("--json", type=Path, help="write the result(s) as JSON to this file (plots beside it)")
     run_cmd.add_argument("--out", type=Path, help="write SCL-xxx.json (and SCL-xxx.png for latencies) here")
-    run_cmd.add_argument("--fail-on-slo", action="store_true", help="exit 1 when a scenario misses its SLO")
+    run_cmd.add_argument(
+        "--slo", help="judge against this SLO instead of the catalogue's, e.g. '<= 1 ms' (probing a replay)"
+    )
+    run_cmd.add_argument(
+        "--fail-on-slo", action="store_true", help="exit 1 unless every verdict is PASS (FAIL or INCONCLUSIVE)"
+    )
     return parser
 
 
@@ -75,7 +80,16 @@ def _run(args: argparse.Namespace) -> int:
     except (KeyError, runner.NotReplayedError) as error:
         print(f"nyx.bench run: {error.args[0]}", file=sys.stderr)
         return 2
-    settings = runner.RunSettings(args.duration, args.scale, args.transport, args.quick, args.seed)
+    slo = None
+    if args.slo is not None:
+        from nyx.bench.catalogue import parse_slo
+
+        try:
+            slo = parse_slo(args.slo)
+        except ValueError as error:
+            print(f"nyx.bench run: --slo: {error}", file=sys.stderr)
+            return 2
+    settings = runner.RunSettings(args.duration, args.scale, args.transport, args.quick, args.seed, slo)
     try:
         results = runner.run_all(ids, settings)
     except ValueError as error:

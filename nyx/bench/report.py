@@ -12,14 +12,17 @@ import json
 import math
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from nyx.bench.catalogue import Scenario, Threshold
 
-#: Below this share of the offered rate, a verdict says the machine could not offer the load.
-SHORTFALL = 0.99
+#: Below this share of the load it was asked to offer, a replay's verdict is INCONCLUSIVE: what it
+#: measured describes a lighter load than the scenario's, so it can neither pass nor fail it.
+SHORTFALL = 0.95
+
+Verdict = Literal["PASS", "FAIL", "INCONCLUSIVE"]
 
 
 def floor_to(value: float, digits: int) -> float:
@@ -51,18 +54,37 @@ class Measurement:
 
 @dataclass(frozen=True, slots=True)
 class Result:
+    """A measurement judged against its SLO (the catalogue's, or `slo` when one was given to
+    probe a replay, e.g. `run SCL-044 --slo '<= 0.01 ms'`). `context` records the run (versions,
+    commit, seed, time) for the JSON."""
+
     scenario: Scenario
     measurement: Measurement
     requested_scale: float
+    slo: Threshold | None = None
+    context: dict[str, Any] = field(default_factory=dict)
 
     @property
     def threshold(self) -> Threshold:
-        return self.scenario.threshold
+        return self.slo if self.slo is not None else self.scenario.threshold
+
+    @property
+    def meets_slo(self) -> bool:
+        """Whether the measured value meets the SLO, whatever load was offered."""
+        value = self.measurement.value
+        return not math.isnan(value) and self.threshold.holds(value)
+
+    @property
+    def verdict(self) -> Verdict:
+        """PASS or FAIL on the value; INCONCLUSIVE when nothing was measured or the replay handled
+        less than SHORTFALL of the load it was asked to offer."""
+        if math.isnan(self.measurement.value) or self.shortfall:
+            return "INCONCLUSIVE"
+        return "PASS" if self.meets_slo else "FAIL"
 
     @property
     def passed(self) -> bool:
-        value = self.measurement.value
-        return not math.isnan(value) and self.threshold.holds(value)
+        return self.verdict == "PASS"
 
     @property
     def scale(self) -> float:
@@ -87,16 +109,22 @@ class Result:
             notes.append(m.detail)
         if self.shortfall and m.achieved_rate is not None and m.offered_rate is not None:
             notes.append(
-                f"this machine could not offer the load: it handled {m.achieved_rate:,.1f} of the "
-                f"{m.offered_rate:,.1f} {m.rate_unit} offered ({floor_to(100 * m.achieved_rate / m.offered_rate, 1)}%)"
+                f"INCONCLUSIVE: this machine could not offer the load: it handled {m.achieved_rate:,.1f} of the "
+                f"{m.offered_rate:,.1f} {m.rate_unit} asked ({floor_to(100 * m.achieved_rate / m.offered_rate, 1)}%, "
+                f"below {SHORTFALL:.0%}); at that lighter load the value "
+                + ("met" if self.meets_slo else "missed") + " the SLO"
             )
+        if math.isnan(m.value):
+            notes.append("INCONCLUSIVE: the replay measured no value")
+        if self.slo is not None:
+            notes.append(f"judged against --slo {self.slo.text!r}, not the catalogue's {self.scenario.threshold.text!r}")
         if self.requested_scale < 1:
             notes.append(f"run at --scale {self.requested_scale:g} of the load model; the verdict holds for that load only")
         notes.extend(m.notes)
         return notes
 
     def as_json(self) -> dict[str, Any]:
-        """The record of `--json`: exactly the keys of issue 7."""
+        """The record of `--json` (keys listed in docs/benchmarks.md)."""
         m = self.measurement
         return {
             "scenario": self.scenario.id,
@@ -104,12 +132,14 @@ class Result:
             "value": None if math.isnan(m.value) else m.value,
             "unit": self.threshold.unit,
             "slo": self.threshold.as_json(),
+            "verdict": self.verdict,
             "pass": self.passed,
             "offered_rate": m.offered_rate,
             "achieved_rate": m.achieved_rate,
             "scale": self.scale,
             "duration_s": m.duration_s,
             "notes": self.notes(),
+            "run": self.context,
         }
 
     def value_text(self) -> str:
@@ -121,7 +151,7 @@ class Result:
 
     def verdict_line(self) -> str:
         m = self.measurement
-        verdict = "PASS" if self.passed else "FAIL"
+        verdict = self.verdict
         load = f"scale {self.scale:.3f}"
         if m.achieved_rate is not None and m.full_rate is not None:
             load += f" ({m.achieved_rate:,.1f} of {m.full_rate:,.1f} {m.rate_unit})"
@@ -135,12 +165,12 @@ class Result:
 
 def verdict_table(results: Sequence[Result]) -> str:
     """One row per result: id, metric, value, SLO, verdict, achieved scale."""
-    header = f"{'id':<8} {'metric':<26} {'value':>14}  {'SLO':<12} {'verdict':<7} {'scale':>6}"
+    header = f"{'id':<8} {'metric':<26} {'value':>14}  {'SLO':<12} {'verdict':<12} {'scale':>6}"
     lines = [header, "-" * len(header)]
     for r in results:
         lines.append(
             f"{r.scenario.id:<8} {r.scenario.metric:<26} {r.value_text():>14}  "
-            f"{r.threshold.text:<12} {'PASS' if r.passed else 'FAIL':<7} {r.scale:>6.3f}"
+            f"{r.threshold.text:<12} {r.verdict:<12} {r.scale:>6.3f}"
             + ("  machine limit" if r.shortfall else "")
         )
     return "\n".join(lines)
@@ -187,8 +217,9 @@ def is_latency(result: Result) -> bool:
     return result.threshold.unit in ("ms", "s") and bool(result.measurement.latencies_s)
 
 
-def write_plot(result: Result, path: Path, stream: TextIO = sys.stderr) -> bool:
+def write_plot(result: Result, path: Path, stream: TextIO | None = None) -> bool:
     """A latency histogram and CDF as PNG; False (with a message) when matplotlib is missing."""
+    stream = stream if stream is not None else sys.stderr  # looked up per call: tests swap sys.stderr
     try:
         import matplotlib
 
@@ -220,10 +251,10 @@ def write_plot(result: Result, path: Path, stream: TextIO = sys.stderr) -> bool:
 class Progress:
     """A one-line progress bar on a terminal for runs longer than a few seconds; silent otherwise."""
 
-    def __init__(self, label: str, total_s: float, stream: TextIO = sys.stderr, min_total_s: float = 3.0) -> None:
+    def __init__(self, label: str, total_s: float, stream: TextIO | None = None, min_total_s: float = 3.0) -> None:
         self.label = label
         self.total_s = total_s
-        self.stream = stream
+        self.stream = stream = stream if stream is not None else sys.stderr
         self.enabled = total_s >= min_total_s and stream.isatty()
 
     def __call__(self, elapsed_s: float) -> None:

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TextIO
 
 from nyx.bench import catalogue, scenarios
-from nyx.bench.catalogue import Scenario
+from nyx.bench.catalogue import Scenario, Threshold
+from nyx.bench.context import run_context
 from nyx.bench.report import Progress, Result, is_latency, write_plot
 from nyx.bench.scenarios import RunOptions, TransportKind
 
@@ -32,6 +33,7 @@ class RunSettings:
     transport: TransportKind = "sim"
     quick: bool = False
     seed: int = 1
+    slo: Threshold | None = None  # judge against this instead of the catalogue's SLO
 
 
 def replayed() -> list[Scenario]:
@@ -49,7 +51,7 @@ def resolve(scenario_id: str) -> Scenario:
     return scenario
 
 
-def run_one(scenario: Scenario, settings: RunSettings, stream: TextIO = sys.stderr) -> Result:
+def run_one(scenario: Scenario, settings: RunSettings, stream: TextIO | None = None) -> Result:
     """Run the replay of `scenario` and judge it against its SLO."""
     replay = scenarios.module(scenario.id)
     quick_duration_s, quick_scale = replay.QUICK
@@ -63,7 +65,8 @@ def run_one(scenario: Scenario, settings: RunSettings, stream: TextIO = sys.stde
         measurement = asyncio.run(replay.replay(options))
     finally:
         progress.done()
-    return Result(scenario, measurement, requested_scale=scale)
+    context = run_context(settings.seed, settings.transport, settings.quick, duration_s, scale)
+    return Result(scenario, measurement, requested_scale=scale, slo=settings.slo, context=context)
 
 
 def plot_path(result: Result, json_path: Path | None, out_dir: Path | None) -> Path | None:
@@ -78,7 +81,7 @@ def plot_path(result: Result, json_path: Path | None, out_dir: Path | None) -> P
 
 
 def run_all(
-    ids: Sequence[str], settings: RunSettings, stream: TextIO = sys.stderr
+    ids: Sequence[str], settings: RunSettings, stream: TextIO | None = None
 ) -> list[Result]:
     """Run each scenario in turn (ids already resolved), printing its verdict line as it ends."""
     results = []
@@ -90,7 +93,7 @@ def run_all(
     return results
 
 
-def save(results: Sequence[Result], json_path: Path | None, out_dir: Path | None, stream: TextIO = sys.stderr) -> list[Path]:
+def save(results: Sequence[Result], json_path: Path | None, out_dir: Path | None, stream: TextIO | None = None) -> list[Path]:
     """Write the JSON (one file, or one per scenario under `out_dir`) and any latency plots."""
     from nyx.bench.report import write_json
 

@@ -38,6 +38,11 @@ DEFAULT_DURATION_S = 10.0
 QUICK = (3.0, 1.0)
 
 
+def load_key() -> tuple[PrivateKey, bytes]:
+    """Step 1: the new key pair the secret store hands over (generated here: no Vault in-process)."""
+    return SUITE.kem().generate()
+
+
 class _Gateway:
     def __init__(self) -> None:
         private, public = SUITE.kem().generate()
@@ -62,8 +67,7 @@ async def replay(options: RunOptions) -> Measurement:
     rotations = 0
 
     def rotate(gateway: _Gateway) -> bool:
-        private: PrivateKey
-        private, public = SUITE.kem().generate()
+        private, public = load_key()
         gateway.responder.add_key(SUITE, private)
         old, gateway.public = gateway.public, public
         if not gateway.handshake(public):
