@@ -34,7 +34,11 @@ def test_compliance_at_3x_load_with_ratio_0_4_and_budget_200_ms_is_at_least_95_p
     # an exact Poisson source scores the interval's mass (95.45% here); we are within 3 standard
     # errors of it (0.16% over 17,280 windows), i.e. indistinguishable from the target process
     assert abs(report.compliance - report.ideal_compliance) < 3 * (0.05 * 0.95 / report.windows) ** 0.5
-    assert report.share_failures == 0
+    # the rise test waits for evidence before lifting the slot rate (docs/cover.md, "Flat below the
+    # threshold"): busy bursts of 12 pps are only 1.33x the 9 pps threshold at 3x load, so a few
+    # windows at a burst's onset carry too little cover (7 of 17,280 at seed 1; 0 with the
+    # controller that rose on every 5 s excursion, and leaked below the threshold)
+    assert report.share_failures <= 0.001 * report.windows
     assert abs(report.mixing_within_budget - 0.95) < 0.01
     assert report.loop_success > 0.999
 

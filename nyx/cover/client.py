@@ -62,10 +62,14 @@ class ClientCover(Generic[T]):
 
     def offer(self, packet: T, now: float) -> bool:
         """Queue a real packet. False when the queue is full: wait (`has_room`) and offer again.
-        Accepted packets are the controller's demand signal (counted once, when accepted)."""
+        Accepted packets are the controller's demand signal (counted once, when accepted); a full
+        queue tells it the load exceeds the slot rate (see `RateController.queue_full`)."""
         if not self.slots.offer(packet):
+            self.controller.queue_full(now)
             return False
         self.controller.observe(now)
+        if not self.slots.has_room():
+            self.controller.queue_full(now)
         return True
 
     def has_room(self) -> bool:
