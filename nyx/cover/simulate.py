@@ -14,6 +14,7 @@ modelled explicitly:
 
     python -m nyx.cover.simulate drift --hours 48 --seed 1
     python -m nyx.cover.simulate compliance --load 3 --cover-ratio 0.4 --latency-budget-ms 200
+    python -m nyx.cover.simulate flat --hours 2 --seed 1      # the wire below the threshold vs idle
 
 See docs/cover.md for the definitions and the measured figures.
 """
@@ -32,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 
 from nyx.cover.budget import LatencyBudget, per_hop_mean_delay
 from nyx.cover.client import ClientCover, CoverConfig
-from nyx.cover.figures import LoopTracker
+from nyx.cover.figures import LoopTracker, ks_two_sample
 from nyx.cover.rate import RatePolicy
 from nyx.cover.slots import Kind
 from nyx.mix.delay import erlang_quantile
@@ -238,12 +239,52 @@ def run_client(
     return report
 
 
+def wire_send_times(config: CoverConfig, real_pps: float, duration_s: float, seed: int) -> tuple[list[float], ClientCover[float]]:
+    """Send times of one client whose real packets arrive Poisson at `real_pps` (no lateness: the
+    wire's shape is the question). The cover draws from `seed`, the arrivals from another stream;
+    writers wait while the queue is full, as `CoverEmitter.send` does."""
+    cover: ClientCover[float] = ClientCover(config, random.Random(seed), 0.0)
+    arrivals = random.Random(seed ^ 0x5EED)
+    next_real = arrivals.expovariate(real_pps) if real_pps > 0 else math.inf
+    backlog: collections.deque[float] = collections.deque()
+    times: list[float] = []
+    while True:
+        deadline = cover.next_deadline()
+        if next_real <= deadline:
+            if backlog or not cover.offer(next_real, next_real):
+                backlog.append(next_real)
+            next_real += arrivals.expovariate(real_pps)
+            continue
+        if deadline >= duration_s:
+            return times, cover
+        sends = cover.poll(deadline)
+        times.extend(deadline for _ in sends)
+        while backlog and cover.has_room():
+            cover.offer(backlog.popleft(), deadline)
+
+
+def flat(config: CoverConfig, rates_pps: list[float], duration_s: float, seed: int) -> list[dict[str, float]]:
+    """The wire at each real rate against the idle wire: rate, engagements of the rise test, and
+    the two-sample KS of inter-send gaps (idle from `seed`, busy from `seed + 1`: independent)."""
+    idle, _ = wire_send_times(config, 0.0, duration_s, seed)
+    idle_gaps = [b - a for a, b in zip(idle, idle[1:])]
+    rows = [{"real_pps": 0.0, "wire_pps": len(idle) / duration_s, "engagements": 0, "ks_d": 0.0, "ks_p": 1.0}]
+    for real_pps in rates_pps:
+        times, cover = wire_send_times(config, real_pps, duration_s, seed + 1)
+        d, p = ks_two_sample([b - a for a, b in zip(times, times[1:])], idle_gaps)
+        rows.append({"real_pps": real_pps, "wire_pps": len(times) / duration_s,
+                     "engagements": cover.controller.engagements, "ks_d": d, "ks_p": p})
+    return rows
+
+
 def _config(args: argparse.Namespace, load: float) -> CoverConfig:
     policy = RatePolicy(
         base_pps=NORMAL_BASE_PPS * load,
         cover_ratio=args.cover_ratio,
         tick_s=args.adjust_s,
         window_s=max(args.window_rate_s, args.adjust_s),
+        confirm_window_s=max(args.confirm_window_s, args.window_rate_s, args.adjust_s),
+        false_alarm_p=args.false_alarm_p,
     )
     return CoverConfig(
         policy=policy,
@@ -271,8 +312,10 @@ def _print(report: Report, keys: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nyx.cover.simulate", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("drift", "compliance"):
+    for name in ("drift", "compliance", "flat"):
         p = sub.add_parser(name)
+        if name == "flat":
+            p.add_argument("--real-pps", default="1,2,2.5,2.9,3.5,6", help="comma-separated Poisson real rates")
         p.add_argument("--hours", type=float, default=48.0)
         p.add_argument("--seed", type=int, default=1)
         p.add_argument("--load", type=float, default=1.0, help="cover load, x the normal base/loop/drop rates")
@@ -281,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--hops", type=int, default=3)
         p.add_argument("--adjust-s", type=float, default=1.0, help="controller tick (SCL-032's loop: 900)")
         p.add_argument("--window-rate-s", type=float, default=5.0, help="real-rate estimation window")
+        p.add_argument("--confirm-window-s", type=float, default=30.0, help="the rise test's long window")
+        p.add_argument("--false-alarm-p", type=float, default=1e-6,
+                       help="the rise test's false-alarm probability per tick at the threshold")
         p.add_argument("--compliance-window-s", type=float, default=10.0)
         p.add_argument("--tolerance", type=float, default=0.1, help="cover share tolerance below the ratio")
         p.add_argument("--drift-period-s", type=float, default=900.0)
@@ -295,6 +341,17 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--bad-mix-drop", type=float, default=0.0)
         p.add_argument("--json", metavar="FILE", help="also write the report as JSON")
     args = parser.parse_args(argv)
+    if args.command == "flat":
+        rows = flat(_config(args, args.load), [float(x) for x in args.real_pps.split(",")], args.hours * 3600.0, args.seed)
+        print(f"wire against the idle wire, {args.hours:g} h per rate (seed {args.seed}); "
+              f"threshold {_config(args, args.load).policy.threshold_pps():g} pps real")
+        for row in rows:
+            print(f"  real {row['real_pps']:5g} pps  wire {row['wire_pps']:.3f} pps  rises {row['engagements']:4d}"
+                  f"  KS D {row['ks_d']:.4f}  p {row['ks_p']:.3g}")
+        if args.json:
+            with open(args.json, "w") as out:
+                json.dump({"command": "flat", "args": vars(args), "rows": rows}, out, indent=2)
+        return 0
     budget = per_hop_mean_delay(args.latency_budget_ms / 1e3, args.hops)
     path = MixPath(budget, layers=args.hops, bad_drop=args.bad_mix_drop)
     report = run_client(
