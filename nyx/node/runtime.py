@@ -3,6 +3,11 @@
 A node kind (mix, gateway) supplies a *service*: an async callable that receives the runtime and
 runs until cancelled, plus optional drain hooks. The runtime owns everything else:
 
+- The transport: by default a `QuicTransport` built from the config (with the node's TLS identity
+  from `data_dir`); a benchmark or test passes any other `Transport` (or a factory for one), e.g.
+  a `SimTransport`, and the same service runs over it. The runtime uses only the `Transport`
+  interface.
+
 - SIGTERM drains: /healthz turns 503, drain hooks run (a mix stops accepting and flushes its delay
   queue), the transport's queues empty, then the node exits 0 (or EXIT_DRAIN_INCOMPLETE if
   `drain_timeout_s` passed first).
@@ -22,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from nyx.node.config import NodeConfig
 from nyx.node.keys import load_or_create_identity
 from nyx.telemetry import MetricRegistry, MetricsServer
-from nyx.transport.quic import QuicTransport
+from nyx.transport.base import PeerAddress, Transport
 
 log = logging.getLogger(__name__)
 
@@ -34,22 +39,35 @@ EXIT_INTERRUPTED = 130
 
 Service = Callable[["NodeRuntime"], Awaitable[None]]
 DrainHook = Callable[[], Awaitable[None]]
+TransportFactory = Callable[[NodeConfig], Transport]
+
+
+def quic_transport(config: NodeConfig) -> Transport:
+    """The default transport: QUIC on the configured address, with the node's TLS identity from
+    `data_dir` (created on first start; an unsafe key file raises CertificateError)."""
+    from nyx.transport.quic import QuicTransport  # only QUIC nodes pay its import
+
+    identity = load_or_create_identity(config.data_dir, config.node_id)
+    return QuicTransport(
+        config.node_id, identity, host=config.host, port=config.port, backend=config.backend,
+        queue_packets=config.queue_packets,
+    )
 
 
 class NodeRuntime:
-    """One node process. Create with a validated config, then `exit_code = await run(service)`."""
+    """One node process. Create with a validated config, then `exit_code = await run(service)`.
 
-    def __init__(self, config: NodeConfig) -> None:
+    `transport`: the `Transport` to serve on, or a factory called with the config; by default
+    `quic_transport`. The runtime closes it when `run` returns.
+    """
+
+    def __init__(self, config: NodeConfig, transport: Transport | TransportFactory | None = None) -> None:
         self.config = config
-        self.identity = load_or_create_identity(config.data_dir, config.node_id)
-        self.transport = QuicTransport(
-            config.node_id,
-            self.identity,
-            host=config.host,
-            port=config.port,
-            backend=config.backend,
-            queue_packets=config.queue_packets,
-        )
+        if transport is None:
+            transport = quic_transport
+        self.transport: Transport = transport if isinstance(transport, Transport) else transport(config)
+        self.identity = getattr(self.transport, "identity", None)  # QUIC only: the TLS identity
+        self.address: PeerAddress | None = None  # what listen() returned: the record to publish
         for peer, address in config.peers.items():
             self.transport.add_peer(peer, address)
         self.registry = MetricRegistry({"node": config.node_id, "role": config.role})
@@ -85,20 +103,31 @@ class NodeRuntime:
         elif signum == signal.SIGINT:  # a second Ctrl-C during a drain: stop now
             raise KeyboardInterrupt
 
-    async def run(self, service: Service | None = None) -> int:
-        """Listen, serve, wait for SIGTERM/SIGINT; return the process exit code."""
+    def stop(self, drain: bool = True) -> None:
+        """Ask a running node to stop, as SIGTERM (drain first) or SIGINT (at once) would: for
+        nodes run in-process (benchmarks, tests), where signals would reach every node."""
+        if self._signal is not None and not self._signal.done():
+            self._signal.set_result(signal.SIGTERM if drain else signal.SIGINT)
+
+    async def run(self, service: Service | None = None, handle_signals: bool = True) -> int:
+        """Listen, serve, wait for SIGTERM/SIGINT (or `stop()`); return the process exit code.
+
+        `handle_signals=False` leaves the process's signal handlers alone, for several runtimes
+        in one process; stop them with `stop()`.
+        """
         loop = asyncio.get_running_loop()
         self._signal = loop.create_future()
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        signums = (signal.SIGTERM, signal.SIGINT) if handle_signals else ()
+        for signum in signums:
             loop.add_signal_handler(signum, self._on_signal, signum)
         try:
-            address = await self.transport.listen()
+            address = self.address = await self.transport.listen()
             if self.metrics is not None:
                 await self.metrics.start()
             self.registry.publish()
             log.info(
                 "%s (%s) listening on udp %s:%d (%s), fingerprint %s; metrics on %s",
-                self.config.node_id, self.config.role, address.host, address.port, self.config.backend,
+                self.config.node_id, self.config.role, address.host, address.port, self._transport_name(),
                 address.fingerprint,
                 f"http://{self.metrics.host}:{self.metrics.port}/metrics" if self.metrics else "off",
             )
@@ -115,11 +144,15 @@ class NodeRuntime:
             log.info("%s stopped (%s), exit %d", self.config.node_id, signal.Signals(signum).name, code)
             return code
         finally:
-            for signum in (signal.SIGTERM, signal.SIGINT):
+            for signum in signums:
                 loop.remove_signal_handler(signum)
             await self.transport.close()
             if self.metrics is not None:
                 await self.metrics.close()
+
+    def _transport_name(self) -> str:
+        backend = getattr(self.transport, "backend", None)
+        return getattr(backend, "name", None) or type(self.transport).__name__
 
     async def _drain(self) -> int:
         self.draining = True

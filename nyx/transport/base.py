@@ -82,7 +82,8 @@ class Transport(abc.ABC):
 
     Lifecycle: construct, `await listen()` (or use `async with`), `add_peer()` for each directory
     record, `send()`; `await close()` cancels every task the transport owns and releases sockets.
-    Links are opened lazily on first send (or eagerly with `connect`).
+    Links are opened lazily on first send (or eagerly with `connect`). Graceful shutdown:
+    stop producing, `await drain()`, then `await close()`.
     """
 
     node_id: PeerId
@@ -133,6 +134,15 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def peers(self) -> list[PeerId]:
         """Every peer with counters (sent to or received from)."""
+
+    async def drain(self, timeout_s: float = 5.0) -> bool:
+        """Wait until every packet this transport accepted has left it (or `timeout_s` passed);
+        True if all left. Graceful shutdown is: stop producing, `drain`, then `close`.
+
+        The default suits a transport that holds nothing back: its `send` puts a packet on the
+        wire (or drops and counts it) at once, so there is nothing to wait for. A transport with
+        its own queues (QuicTransport) overrides it."""
+        return True
 
     @abc.abstractmethod
     async def close(self) -> None:
