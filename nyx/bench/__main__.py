@@ -34,6 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--scale", type=float, help="fraction of the load model's rate to offer (default 1)")
     run_cmd.add_argument("--transport", choices=("sim", "quic"), default="sim", help="network for packet replays")
     run_cmd.add_argument("--seed", type=int, default=1, help="seed of the replay's randomness")
+    run_cmd.add_argument(
+        "--gateways", type=int, help="SCL-003: gateway processes sharing the load (default 30; 1 puts it all on one)"
+    )
     run_cmd.add_argument("--json", type=Path, help="write the result(s) as JSON to this file (plots beside it)")
     run_cmd.add_argument("--out", type=Path, help="write SCL-xxx.json (and SCL-xxx.png for latencies) here")
     run_cmd.add_argument(
@@ -89,7 +92,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"nyx.bench run: --slo: {error}", file=sys.stderr)
             return 2
-    settings = runner.RunSettings(args.duration, args.scale, args.transport, args.quick, args.seed, slo)
+    settings = runner.RunSettings(args.duration, args.scale, args.transport, args.quick, args.seed, slo, args.gateways)
     try:
         results = runner.run_all(ids, settings)
     except ValueError as error:

@@ -34,6 +34,7 @@ class RunSettings:
     quick: bool = False
     seed: int = 1
     slo: Threshold | None = None  # judge against this instead of the catalogue's SLO
+    gateways: int | None = None  # SCL-003's gateway processes
 
 
 def replayed() -> list[Scenario]:
@@ -60,7 +61,12 @@ def run_one(scenario: Scenario, settings: RunSettings, stream: TextIO | None = N
     if duration_s <= 0 or scale <= 0:
         raise ValueError("--duration and --scale must be positive")
     progress = Progress(f"{scenario.id}", duration_s, stream)
-    options = RunOptions(duration_s=duration_s, scale=scale, transport=settings.transport, tick=progress, seed=settings.seed)
+    if settings.gateways is not None and settings.gateways < 1:
+        raise ValueError("--gateways must be at least 1")
+    options = RunOptions(
+        duration_s=duration_s, scale=scale, transport=settings.transport, tick=progress, seed=settings.seed,
+        gateways=settings.gateways,
+    )
     try:
         measurement = asyncio.run(replay.replay(options))
     finally:

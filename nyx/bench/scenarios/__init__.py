@@ -46,6 +46,7 @@ class RunOptions:
     transport: TransportKind = "sim"
     tick: Callable[[float], None] | None = None
     seed: int = 1
+    gateways: int | None = None  # SCL-003: gateway processes to spread the load over (None: its default)
 
 
 Replay = Callable[[RunOptions], Awaitable[Measurement]]
