@@ -32,7 +32,7 @@ the wire rate on average, which is exactly the leak this controller closes (docs
 Real traffic at or below the threshold engages with probability at most `false_alarm_p` per tick
 (the count of a Poisson source below the threshold is stochastically smaller than at it), so the
 wire's send process is the idle one. Above it the test engages after about
-q / real_pps seconds, q the long window's quantile (at base 5, r 0.4: 150 packets, 25 s at twice
+q / real_pps seconds, q the long window's quantile (at base 5, r 0.4: 140 packets, under 30 s at twice
 the threshold, 5 s at 30 pps; the short window takes over for sharp steps); a steady load above
 the floor always engages, at the latest when the queue fills.
 
