@@ -15,7 +15,7 @@ from nyx.bench.report import Measurement, Result
 
 JSON_KEYS = {
     "scenario", "metric", "value", "unit", "slo", "verdict", "pass", "offered_rate", "achieved_rate", "scale",
-    "duration_s", "notes", "run",
+    "duration_s", "notes", "counts", "run",
 }
 RUN_KEYS = {"nyx", "commit", "python", "implementation", "packages", "cpus", "transport", "seed", "quick", "duration_s", "scale", "timestamp"}
 

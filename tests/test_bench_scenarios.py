@@ -91,12 +91,26 @@ def test_scl_003_reads_each_gateway_process_cpu_over_a_60_percent_pq_mix() -> No
     assert one.measurement.value > spread.measurement.value > 0
 
 
-def test_scl_036_completes_handshakes_across_the_suite_switch() -> None:
-    result = brief("SCL-036", duration_s=1.5, scale=0.25)
+def test_scl_036_switches_the_responders_while_clients_still_offer_hybrid_and_they_retry() -> None:
+    result = brief("SCL-036", duration_s=1.5, scale=0.5)
     check_shape(result)
-    assert 0 < result.measurement.value <= 100
-    suites = next(note for note in result.notes() if note.startswith("suites of completed"))
-    assert "'pq'" in suites and "'hybrid'" in suites  # traffic ran on both sides of the switch
+    counts = result.as_json()["counts"]
+    assert counts["completed_pq"] > 0 and counts["completed_hybrid"] > 0  # both sides of the switch
+    assert counts["retried_after_reject"] > 0  # the reject-and-retry path ran ...
+    assert counts["completed_after_retry"] == counts["retried_after_reject"]  # ... and every retry completed
+    assert counts["failed"] == 0 and result.measurement.value == 100.0
+
+
+def test_scl_036_fails_when_the_old_suite_is_retired_before_the_rollout_completes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from nyx.bench.scenarios import scl_036
+
+    monkeypatch.setattr(scl_036, "RETIRE_AT", 0.25)  # clients with the old directory are stranded
+    result = brief("SCL-036", duration_s=1.5, scale=0.5)
+    counts = result.as_json()["counts"]
+    assert counts["failed_no_retry_unsupported_suite_directory_v1"] > 0
+    assert result.verdict == "FAIL" and result.measurement.value < 99.8
 
 
 def test_scl_037_measures_reload_latency_of_real_rotations() -> None:

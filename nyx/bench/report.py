@@ -50,6 +50,7 @@ class Measurement:
     detail: str = ""  # how the value was taken, e.g. "p95 of 41,650 blocks"
     notes: tuple[str, ...] = ()
     latencies_s: tuple[float, ...] = ()
+    counts: dict[str, int] = field(default_factory=dict)  # events a replay counts, e.g. retries
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +140,7 @@ class Result:
             "scale": self.scale,
             "duration_s": m.duration_s,
             "notes": self.notes(),
+            "counts": dict(m.counts),
             "run": self.context,
         }
 

@@ -10,13 +10,19 @@ are in flight when the parameters change. The staged rollout of the procedure:
 2. at 20%: every gateway adds an ML-KEM-1024 key (`Responder.add_key`) and accepts both
    suites; the directory's next version lists both keys.
 3. 20-60%: clients move to the new directory in stages (a client starting at time t has it with
-   probability growing linearly to 1); a client with it prefers `pq`.
+   probability growing linearly to 1). Half of the clients with it run new software that prefers
+   `pq`; the other half still prefer `hybrid` (old software: it offers the old suite first).
 4. at 60%, as the rollout completes: gateways retire the hybrid parameters (`suites = (pq,)`,
-   `remove_key`). Hybrid handshakes still in flight then get a Reject and retry with `pq` through
-   the version/suite negotiation (`Initiator.retry`) when their client knows the new key.
+   `remove_key`) while those clients still offer hybrid first. From then on each of their
+   handshakes gets a Reject (UNSUPPORTED_SUITE) and retries with `pq` through the negotiation
+   (`Initiator.retry`, the retried Init naming the rejected attempt so the responder can check it
+   is no downgrade). Hybrid handshakes in flight at the switch take the same path.
 
 The value is `pq_handshake_success`: handshakes completed / started, in percent. Every suite
-used (hybrid, pq) is post-quantum.
+used (hybrid, pq) is post-quantum. The JSON's `counts` has the handshakes that went through a
+Reject and a retry, those that completed after one, and every failure by cause. Retiring the old
+suite before the rollout completes (`RETIRE_AT` < `ROLLOUT_END`) strands clients whose directory
+lists no pq key; the tests run that fault and the verdict fails.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ HANDSHAKES_PER_S = 200.0
 GATEWAYS = 10
 ONE_WAY_S = 0.020
 UPDATE_AT, ROLLOUT_END = 0.2, 0.6  # shares of the run
+RETIRE_AT = ROLLOUT_END  # when gateways stop accepting hybrid
+OLD_PREFERENCE_SHARE = 0.5  # clients with the new directory that still prefer hybrid
 DEFAULT_DURATION_S = 10.0
 QUICK = (4.0, 1.0)
 
@@ -88,8 +96,11 @@ async def replay(options: RunOptions) -> Measurement:
     async def handshake(index: int) -> bool:
         gateway = gateways[index % GATEWAYS]
         version = directory_version(time.perf_counter() - start)
-        initiator = Initiator(gateway.directory(version), preference=(Suite.PQ, Suite.HYBRID))
+        old_software = version == 1 or rng.random() < OLD_PREFERENCE_SHARE
+        preference = (Suite.HYBRID, Suite.PQ) if old_software else (Suite.PQ, Suite.HYBRID)
+        initiator = Initiator(gateway.directory(version), preference=preference)
         message = initiator.start(time.time())
+        retried = False
         for attempt in range(2):
             answer, pending = await respond(gateway, message)
             await asyncio.sleep(ONE_WAY_S)
@@ -105,6 +116,7 @@ async def replay(options: RunOptions) -> Measurement:
                     outcomes[f"no retry: {error.code.name} (directory v{version})"] += 1
                     return False
                 outcomes["retried after a Reject"] += 1
+                retried = True
                 continue
             except HandshakeError as error:
                 outcomes[f"failed: {error.code.name}"] += 1
@@ -113,6 +125,8 @@ async def replay(options: RunOptions) -> Measurement:
             assert pending is not None
             gateway_keys = pending.finish(finish)  # type: ignore[attr-defined]
             suites_used[client_keys.suite.label] += 1
+            if retried:
+                outcomes["completed after a retry"] += 1
             return bool(gateway_keys.session_id == client_keys.session_id)
         return False
 
@@ -122,7 +136,7 @@ async def replay(options: RunOptions) -> Measurement:
         for gateway in gateways:
             gateway.add_pq()
         published = 2
-        await asyncio.sleep(max(0.0, ROLLOUT_END * duration - (time.perf_counter() - start)))
+        await asyncio.sleep(max(0.0, RETIRE_AT * duration - (time.perf_counter() - start)))
         for gateway in gateways:
             gateway.retire_hybrid()
 
@@ -145,4 +159,23 @@ async def replay(options: RunOptions) -> Measurement:
             "the load model gives no rate: 200 handshakes/s is ours; messages take 20 ms each way",
             f"suites of completed handshakes: {dict(suites_used)}; {events}; {result.missed} missed",
         ),
+        counts={
+            "started": started,
+            "completed": result.completed,
+            **{f"completed_{suite}": n for suite, n in sorted(suites_used.items())},
+            "retried_after_reject": outcomes["retried after a Reject"],
+            "completed_after_retry": outcomes["completed after a retry"],
+            "failed": result.failed,
+            **{_key(reason): n for reason, n in sorted(outcomes.items()) if reason not in _COUNTED},
+        },
     )
+
+
+_COUNTED = ("retried after a Reject", "completed after a retry")
+
+
+def _key(reason: str) -> str:
+    """A JSON key for a failure cause: 'no retry: UNSUPPORTED_SUITE (directory v1)' ->
+    'failed_no_retry_unsupported_suite_directory_v1'."""
+    words = "".join(ch if ch.isalnum() else " " for ch in reason.lower()).split()
+    return "failed_" + "_".join(words)
