@@ -219,7 +219,7 @@ async def test_the_saver_saves_every_interval_until_cancelled(tmp_path: Path) ->
 
 def test_the_save_interval_must_be_positive() -> None:
     args = parser().parse_args([])
-    config = parse_config({"node_id": "mix-1", "mix": {"replay_save_s": 0}})
+    config = parse_config({"node_id": "mix-1", "mix": {"replay_save_s": 0}}, tables=("mix",))
     with pytest.raises(ConfigError, match="replay_save_s"):
         mix_settings(config, args)
     assert mix_settings(parse_config({"node_id": "mix-1"}), args).replay_save_s == 60.0

@@ -56,7 +56,7 @@ from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.node import MixNode
 from nyx.mix.restart import ReplaySaver, recover
 from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
-from nyx.node.config import ConfigError, NodeConfig, parse_config, with_overrides
+from nyx.node.config import ConfigError, NodeConfig, check_keys, parse_config, with_overrides
 from nyx.node.logs import configure_logging
 from nyx.node.runtime import EXIT_CONFIG, NodeRuntime, Service
 from nyx.transport.certs import CertificateError
@@ -86,6 +86,14 @@ class MixSettings:
     replay_save_s: float = 60.0
 
 
+MIX_KEYS = frozenset({
+    "layer", "mean_delay_s", "latency_budget_s", "path_hops", "quantile", "batch_size", "batch_timeout_s",
+    "directory", "epoch_s", "overlap_s", "max_rate_pps", "replay_capacity", "region", "weight",
+    "loop_rate_pps", "directory_refresh_s", "replay_save_s",
+})
+"""Every key of the `[mix]` table; any other is refused (a typo would silently keep a default)."""
+
+
 def _number(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
     value = table.get(key, default)
     if value is None:
@@ -99,6 +107,7 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
     table = config.extra.get("mix", {})
     if not isinstance(table, dict):
         raise ConfigError("mix: expected a table")
+    check_keys(table, MIX_KEYS, "mix.")
     for cli, key in (("layer", "layer"), ("mean_delay", "mean_delay_s"), ("latency_budget", "latency_budget_s"),
                      ("batch_size", "batch_size"), ("batch_timeout", "batch_timeout_s"), ("directory", "directory"),
                      ("loop_rate", "loop_rate_pps")):
@@ -125,6 +134,11 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
     if layer < 1:
         raise ConfigError(f"mix.layer: >= 1, got {layer}")
     directory = table.get("directory")
+    if directory is not None and not isinstance(directory, str):
+        raise ConfigError(f"mix.directory: expected a file name, got {directory!r}")
+    region = table.get("region")
+    if region is not None and not isinstance(region, str):
+        raise ConfigError(f"mix.region: expected str, got {region!r}")
     settings = MixSettings(
         layer=layer,
         mean_delay_s=mean,
@@ -134,7 +148,7 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
         epoch_s=_number(table, "epoch_s", float, 3600.0),
         overlap_s=_number(table, "overlap_s", float, 300.0),
         replay_capacity=_replay_capacity(table),
-        region=table.get("region"),
+        region=region,
         weight=_number(table, "weight", float, 1.0),
         loop_rate_pps=_number(table, "loop_rate_pps", float, 1.0),
         directory_refresh_s=_number(table, "directory_refresh_s", float, 5.0),
@@ -164,6 +178,18 @@ def _replay_capacity(table: dict[str, Any]) -> int:
     if max_rate_pps <= 0:
         raise ConfigError(f"mix.max_rate_pps: > 0, got {max_rate_pps}")
     return max(1, int(max_rate_pps * accepted_s))
+
+
+def check_layer(settings: MixSettings, directory: Directory) -> None:
+    """Refuse a layer beyond the directory's last mix layer: such a mix would never be chosen on a
+    route and its packets would have nowhere to go. A directory that lists no mix yet (a network
+    being assembled) cannot say, so it is not checked."""
+    layers = directory.layers()
+    if layers and settings.layer > max(layers):
+        raise ConfigError(
+            f"mix.layer: {settings.layer}, but directory {settings.directory} has {max(layers)} layers"
+            f" (mixes in layers {', '.join(map(str, layers))})"
+        )
 
 
 def embedded_default(data_dir: str) -> NodeConfig:
@@ -350,7 +376,7 @@ def _run(args: argparse.Namespace, default_data_dir: str | None) -> int:
                 log_level=args.log_level, drain_timeout_s=args.drain_timeout_s, uvloop=args.uvloop,
             )
         else:
-            config = resolve_config(args)
+            config = resolve_config(args, tables=("mix",))
         config = with_overrides(config, role="mix")
         settings = mix_settings(config, args)
     except ConfigError as exc:
@@ -358,10 +384,10 @@ def _run(args: argparse.Namespace, default_data_dir: str | None) -> int:
         return EXIT_CONFIG
     configure_logging(config.node_id, config.log_format, config.log_level)
     try:
+        if settings.directory is not None:  # before any key is generated for a refused config
+            check_layer(settings, Directory.load(settings.directory))
         runtime = NodeRuntime(config)
         read_keyring(config.data_dir, settings.epoch_s, settings.overlap_s)  # fail before listening
-        if settings.directory is not None:
-            Directory.load(settings.directory)
     except (CertificateError, ConfigError, KeyStoreError, DirectoryError, ValueError) as exc:
         log.error("cannot start: %s", exc)
         return EXIT_CONFIG

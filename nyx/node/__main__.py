@@ -3,15 +3,22 @@
 The bare node is the shared runtime with no service: it holds its identity, listens for QUIC
 links, counts what it receives and serves /metrics and /healthz. Mix and gateway nodes run the
 same runtime with their service (`python -m nyx.mix`, `python -m nyx.stream`).
+
+Exit codes (beside the runtime's: 0 ok, 3 drain incomplete, 70 a bug, 78 bad configuration,
+130 interrupted): 75 (EXIT_CANNOT_LISTEN, sysexits EX_TEMPFAIL) when the transport's UDP port or
+the metrics TCP port is already in use or needs privileges: the configuration is valid, the
+machine is not ready for it, and a supervisor may retry. Each is one line on stderr, never a
+traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 
 from nyx.node.config import ConfigError, NodeConfig, load_config, parse_config, with_overrides
@@ -20,6 +27,9 @@ from nyx.node.runtime import EXIT_CONFIG, EXIT_SOFTWARE, NodeRuntime, Service
 from nyx.transport.certs import CertificateError
 
 log = logging.getLogger("nyx.node")
+
+EXIT_CANNOT_LISTEN = 75  # sysexits EX_TEMPFAIL: a port is taken (or privileged); retry later
+_LISTEN_ERRNOS = {errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL}
 
 
 def argument_parser(prog: str = "python -m nyx.node") -> argparse.ArgumentParser:
@@ -39,9 +49,11 @@ def argument_parser(prog: str = "python -m nyx.node") -> argparse.ArgumentParser
     return parser
 
 
-def resolve_config(args: argparse.Namespace) -> NodeConfig:
+def resolve_config(args: argparse.Namespace, tables: Collection[str] = ()) -> NodeConfig:
+    """The config file (or a bare `--node-id`) with the command line on top; `tables` names the
+    node kind's own TOML tables (e.g. "mix"), every other unknown key is refused."""
     if args.config is not None:
-        config = load_config(args.config)
+        config = load_config(args.config, tables)
     elif args.node_id:
         config = parse_config({"node_id": args.node_id})
     else:
@@ -92,9 +104,49 @@ def run_runtime(runtime: NodeRuntime, service: Service | None, what: str = "node
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(runtime.run(service))
-    except Exception:
-        log.exception("%s failed", what)
-        return EXIT_SOFTWARE
+    except Exception as exc:
+        failure = listen_failure(exc)
+        if failure is None:
+            log.exception("%s failed", what)
+            return EXIT_SOFTWARE
+        message, code = describe_listen_failure(runtime, failure)
+        log.error("cannot start: %s", message)
+        return code
+
+
+def listen_failure(exc: BaseException) -> OSError | None:
+    """The socket error that stopped a listen, found in `exc`, in the exception groups a
+    TaskGroup wraps it in, or as the cause of uvloop's errno-less "could not bind to local_addr";
+    None for anything else. A bind error carries no file name, which tells it apart from a file
+    the service could not open (also EACCES)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = listen_failure(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, OSError):
+        if exc.errno in _LISTEN_ERRNOS and exc.filename is None:
+            return exc
+        if exc.errno is None and exc.__cause__ is not None:
+            return listen_failure(exc.__cause__)
+    return None
+
+
+def describe_listen_failure(runtime: NodeRuntime, exc: OSError) -> tuple[str, int]:
+    """(one-line message, exit code) for a failed listen. The runtime listens on its transport
+    first and sets `runtime.address` once that worked, so a failure after it is the metrics port."""
+    config = runtime.config
+    if getattr(runtime, "address", None) is None:
+        where, host, port, keys = "udp", config.host, config.port, ("transport.host", "transport.port")
+    else:
+        where, host, port, keys = "tcp", config.metrics_host, config.metrics_port, ("metrics.host", "metrics.port")
+    socket = f"{where} {host}:{port} ({keys[1]})"
+    if exc.errno == errno.EADDRINUSE:
+        return f"{socket} is already in use by another process; stop it or choose another port (0 = any)", EXIT_CANNOT_LISTEN
+    if exc.errno == errno.EACCES:
+        return f"{socket}: permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)", EXIT_CANNOT_LISTEN
+    return f"{where} {host}:{port} ({keys[0]}): {host!r} is not an address of this machine", EXIT_CONFIG
 
 
 if __name__ == "__main__":

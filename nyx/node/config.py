@@ -1,8 +1,10 @@
 """Node configuration: a TOML file, then command-line overrides, validated into one frozen value.
 
 Every node kind (mix, gateway, the bare node) shares this shape; a kind adds its own table
-(e.g. `[mix]`) that it reads from `NodeConfig.extra`. Errors name the offending key, since an
-operator reading them has the file open beside the message.
+(e.g. `[mix]`) that it names in `parse_config(..., tables=("mix",))` and reads from
+`NodeConfig.extra`. Errors name the offending key, since an operator reading them has the file
+open beside the message. A key nobody reads is refused (with the closest known key as a hint):
+a misspelt `prot = 4433` would otherwise run the node on the default the operator meant to change.
 
     node_id = "mix-1-03"
     role = "mix"
@@ -35,7 +37,9 @@ operator reading them has the file open beside the message.
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -79,8 +83,36 @@ def _get(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: 
     return value
 
 
-def parse_config(document: dict[str, Any], base_dir: Path | None = None) -> NodeConfig:
-    """Validate a parsed TOML document into a NodeConfig."""
+def check_keys(table: Mapping[str, Any], known: Collection[str], where: str = "") -> None:
+    """Refuse any key of `table` not in `known`, naming it (with its `where` prefix, e.g.
+    "transport.") and the closest known key when one is close enough to be a typo."""
+    unknown = [key for key in table if key not in known]
+    if not unknown:
+        return
+    key = unknown[0]
+    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    hint = f"did you mean {where}{close[0]}?" if close else f"known keys: {', '.join(sorted(known))}"
+    also = f" (also unknown: {', '.join(where + str(k) for k in unknown[1:])})" if unknown[1:] else ""
+    raise ConfigError(f"{where}{key}: unknown key; {hint}{also}")
+
+
+_KNOWN = {"node_id", "data_dir", "role", "transport", "metrics", "log", "runtime", "peers"}
+_TABLE_KEYS = {
+    "transport": {"host", "port", "backend", "queue_packets"},
+    "metrics": {"host", "port"},
+    "log": {"format", "level"},
+    "runtime": {"uvloop", "drain_timeout_s"},
+}
+_PEER_KEYS = {"id", "host", "port", "fingerprint"}
+
+
+def parse_config(document: dict[str, Any], base_dir: Path | None = None, tables: Collection[str] = ()) -> NodeConfig:
+    """Validate a parsed TOML document into a NodeConfig.
+
+    `tables` names the node kind's own top-level tables (e.g. "mix"): they are kept in
+    `NodeConfig.extra` for the kind to validate; any other unknown key is a ConfigError.
+    """
+    check_keys(document, _KNOWN | set(tables))
     node_id = _get(document, "node_id", str, "")
     if not node_id:
         raise ConfigError("node_id: required (the node's id in the directory, e.g. 'mix-1-03')")
@@ -91,11 +123,14 @@ def parse_config(document: dict[str, Any], base_dir: Path | None = None) -> Node
     metrics = _get(document, "metrics", dict, "", {})
     log = _get(document, "log", dict, "", {})
     runtime = _get(document, "runtime", dict, "", {})
+    for name, table in (("transport", transport), ("metrics", metrics), ("log", log), ("runtime", runtime)):
+        check_keys(table, _TABLE_KEYS[name], f"{name}.")
     peers: dict[str, PeerAddress] = {}
     for i, peer in enumerate(_get(document, "peers", list, "", [])):
         where = f"peers[{i}]."
         if not isinstance(peer, dict):
             raise ConfigError(f"peers[{i}]: expected a table with id, host, port, fingerprint")
+        check_keys(peer, _PEER_KEYS, where)
         pid = _get(peer, "id", str, where)
         if not pid:
             raise ConfigError(f"{where}id: required")
@@ -119,12 +154,9 @@ def parse_config(document: dict[str, Any], base_dir: Path | None = None) -> Node
         uvloop=_get(runtime, "uvloop", bool, "runtime.", True),
         drain_timeout_s=float(_get(runtime, "drain_timeout_s", (int, float), "runtime.", 10.0)),
         peers=peers,
-        extra={k: v for k, v in document.items() if k not in _KNOWN},
+        extra={k: v for k, v in document.items() if k in tables},
     )
     return validate(config)
-
-
-_KNOWN = {"node_id", "data_dir", "role", "transport", "metrics", "log", "runtime", "peers"}
 
 
 def validate(config: NodeConfig) -> NodeConfig:
@@ -145,15 +177,16 @@ def validate(config: NodeConfig) -> NodeConfig:
     return config
 
 
-def load_config(path: Path) -> NodeConfig:
-    """Read and validate a TOML file; relative data_dir is taken relative to the file."""
+def load_config(path: Path, tables: Collection[str] = ()) -> NodeConfig:
+    """Read and validate a TOML file; relative data_dir is taken relative to the file. `tables`
+    as for `parse_config`."""
     try:
         document = tomllib.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
-    return parse_config(document, base_dir=path.parent)
+    return parse_config(document, base_dir=path.parent, tables=tables)
 
 
 def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:
