@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -58,6 +60,42 @@ def test_a_packet_of_the_wrong_size_is_dropped() -> None:
     mix = core()
     assert mix.process(b"", 0.0) == Drop("size")
     assert mix.process(bytes(PACKET_BYTES + 1), 0.0) == Drop("size")
+
+
+@pytest.mark.parametrize("kind", [bytearray, memoryview, lambda b: memoryview(bytearray(b))],
+                         ids=["bytearray", "memoryview", "memoryview-of-bytearray"])
+def test_any_bytes_like_packet_is_processed_as_its_bytes(kind) -> None:
+    _, packet = create_packet([Hop("m", PUBLIC), Hop("x", PUBLIC)], "svc", b"a receive buffer", epoch=0)
+    as_bytes, as_buffer = core(), core()
+    expected = as_bytes.process(packet, 0.0)
+    got = as_buffer.process(kind(packet), 0.0)
+    assert isinstance(got, Forward) and type(got.packet) is bytes
+    assert (got.next_hop, got.packet) == (expected.next_hop, expected.packet)
+    assert as_buffer.process(kind(packet), 1.0) == Drop("replay")
+    assert as_buffer.process(kind(packet[:-1]), 1.0) == Drop("size")
+
+
+def test_a_bytes_packet_reaches_the_layer_below_uncopied(monkeypatch) -> None:
+    import nyx.mix.core as core_module
+
+    seen = []
+
+    def spy(fmt, key, packet, admit):
+        seen.append(packet)
+        return real(fmt, key, packet, admit)
+
+    real = core_module.peel
+    monkeypatch.setattr(core_module, "peel", spy)
+    _, packet = create_packet([Hop("m", PUBLIC), Hop("x", PUBLIC)], "svc", b"", epoch=0)
+    core().process(packet, 0.0)
+    assert seen[0] is packet
+
+
+def test_a_value_that_is_not_bytes_like_is_a_type_error() -> None:
+    with pytest.raises(TypeError, match="bytes-like"):
+        core().process("a str is not a packet", 0.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="bytes-like"):
+        core().process(PACKET_BYTES, 0.0)  # type: ignore[arg-type]  # bytes(n) would be n zeros
 
 
 def test_a_low_order_group_element_is_dropped() -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from typing import TypeAlias
 
 from nyx.mix.delay import PoissonDelay
 from nyx.mix.keys import KeyRing
 from nyx.mix.packet import DEFAULT_FORMAT, DELIVER_SURB, RELAY, PacketFormat, peel
 from nyx.mix.replay import ReplayCache
+
+Buffer: TypeAlias = bytes | bytearray | memoryview
+"""What `MixCore.process` accepts: any bytes-like object (collections.abc.Buffer from 3.12)."""
 
 # Every reason a Drop can carry (the label values of the `mix_packet_drop` counter).
 DROP_REASONS = (
@@ -82,10 +86,20 @@ class MixCore:
         self.delivered = 0
         self.drops: Counter[str] = Counter()
 
-    def process(self, packet: bytes, now: float) -> Forward | Deliver | Drop:
-        """Remove this hop's layer from `packet`."""
+    def process(self, packet: Buffer, now: float) -> Forward | Deliver | Drop:
+        """Remove this hop's layer from `packet`.
+
+        `packet` is any bytes-like object (a receive buffer may be a bytearray or a memoryview);
+        a `bytes` packet is used as it is, anything else is copied once here, after the size check,
+        so the layer below sees immutable bytes. A non-bytes-like value is a caller's bug: TypeError.
+        """
         fmt = self.packet_format
-        if len(packet) != fmt.packet_bytes:
+        if type(packet) is not bytes:
+            view = memoryview(packet)  # TypeError: "a bytes-like object is required, not 'str'"
+            if view.nbytes != fmt.packet_bytes:
+                return self._drop("size")
+            packet = view.tobytes()
+        elif len(packet) != fmt.packet_bytes:
             return self._drop("size")
         key = self.keyring.lookup(packet[0], now)
         if key is None:
