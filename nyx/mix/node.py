@@ -23,13 +23,36 @@ from collections.abc import Callable
 
 from nyx.mix.core import DROP_REASONS, Deliver, Forward, MixCore
 from nyx.mix.delay import BatchQueue, DelayQueue
-from nyx.transport.base import Transport, TransportError
+from nyx.transport.base import OversizeError, Transport, TransportClosedError, TransportError, UnknownPeerError
 
 log = logging.getLogger(__name__)
 
 DELIVERY_MESSAGE = 0x02
 DELIVERY_SURB = 0x03
-NODE_DROP_REASONS = ("draining", "unknown_peer", "queue_full")
+# Every reason the node (not the core) drops a packet: each send failure has its own, since each
+# asks the operator for a different fix.
+NODE_DROP_REASONS = (
+    "draining",  # received after the drain began
+    "queue_full",  # the peer's bounded send queue is full (over QUIC also: the link is down and
+    #                its queue filled while it reconnects)
+    "unknown_peer",  # no directory record for the next hop or destination
+    "oversize",  # larger than one datagram of this transport
+    "transport_closed",  # sent after the transport closed (a node shutting down)
+    "transport_error",  # any other TransportError a transport may add
+)
+_SEND_ERRORS: tuple[tuple[type[TransportError], str], ...] = (
+    (UnknownPeerError, "unknown_peer"),
+    (OversizeError, "oversize"),
+    (TransportClosedError, "transport_closed"),
+)
+
+
+def send_failure_reason(exc: TransportError) -> str:
+    """The drop reason (one of NODE_DROP_REASONS) for a send that raised `exc`."""
+    for kind, reason in _SEND_ERRORS:
+        if isinstance(exc, kind):
+            return reason
+    return "transport_error"
 _EARLY_S = 0.001  # release up to 1 ms early: loop clocks (uvloop) have 1 ms resolution
 
 
@@ -139,7 +162,7 @@ class MixNode:
             else:
                 self.node_drops["queue_full"] += 1
         except TransportError as exc:
-            self.node_drops["unknown_peer"] += 1
+            self.node_drops[send_failure_reason(exc)] += 1
             log.debug("cannot send to %s: %s", peer, exc)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -186,7 +209,7 @@ class MixNode:
                 await self.transport.send_wait(event.next_hop, event.packet)
                 self.sent += 1
             except TransportError as exc:
-                self.node_drops["unknown_peer"] += 1
+                self.node_drops[send_failure_reason(exc)] += 1
                 log.warning("drain: cannot send to %s: %s", event.next_hop, exc)
 
     def held(self) -> int:
