@@ -7,7 +7,9 @@ their records independently.
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -15,27 +17,39 @@ from nyx.bench.timing import MicroRecord
 
 Section = Callable[[float], list[MicroRecord]]
 
+SECTIONS = (
+    ("crypto", "nyx.bench.micro_crypto"),
+    ("fec", "nyx.bench.micro_fec"),
+    ("transport", "nyx.bench.micro_transport"),
+    ("mix", "nyx.bench.micro_mix"),
+)
+"""Every section and its module, in the order the table prints them."""
+
+OPTIONAL_REFERENCES = frozenset({"sphinxmix", "zfec", "reedsolo"})
+"""Reference libraries a section compares against but nyx does not need. A section whose import
+fails on one of these is skipped with a note; any other ImportError (nyx itself, a dependency)
+is a broken build and propagates: a silently missing section would read as "not measured"."""
+
+
+def missing_reference(exc: ImportError) -> str | None:
+    """The optional reference library whose absence raised `exc`, or None if it is anything else."""
+    top = (exc.name or "").partition(".")[0]
+    return top if top in OPTIONAL_REFERENCES else None
+
 
 def sections() -> dict[str, Section]:
     """Every section, by name, in the order the table prints them (imported lazily)."""
-    from nyx.bench import micro_crypto
-
-    found: dict[str, Section] = {"crypto": micro_crypto.records}
-    try:
-        from nyx.bench import micro_fec
-    except ImportError:  # the FEC layer is optional until it lands
-        pass
-    else:
-        found["fec"] = micro_fec.records
-    from nyx.bench import micro_transport
-
-    found["transport"] = micro_transport.records
-    try:
-        from nyx.bench import micro_mix
-    except ImportError:  # the mix layer is optional until it lands
-        pass
-    else:
-        found["mix"] = micro_mix.records
+    found: dict[str, Section] = {}
+    for name, module_name in SECTIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            library = missing_reference(exc)
+            if library is None:
+                raise
+            print(f"micro {name}: {library} is not installed ({exc}); skipping the section", file=sys.stderr)
+            continue
+        found[name] = module.records
     return found
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,7 +67,7 @@ def _sphinxmix() -> Any | None:
     try:
         from sphinxmix import SphinxClient, SphinxNode, SphinxParams
     except ImportError:
-        print(f"micro mix: {SPHINXMIX} is not installed (pip install 'nyx[bench]'); skipping its records")
+        print(f"micro mix: {SPHINXMIX} is not installed (pip install 'nyx[bench]'); skipping its records", file=sys.stderr)
         return None
     return SphinxParams, SphinxClient, SphinxNode
 
