@@ -53,7 +53,7 @@ async def _sim_round() -> int:
         a.send("b", PACKET)
     while net.in_flight():
         await asyncio.sleep(0)
-    net.close()
+    await net.close()
     return got[0]
 
 

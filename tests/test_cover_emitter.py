@@ -112,7 +112,7 @@ async def test_a_client_emitter_over_simtransport_delivers_real_packets_and_gets
     assert emitter.sender.refused == emitter.sender.failed == emitter.sender.build_failures == 0
     with pytest.raises(EmitterStoppedError):
         await emitter.send("mix-1-0", b"late")
-    network.close()
+    await network.close()
 
 
 async def test_a_full_queue_makes_the_writer_wait_and_stopping_returns_the_unsent() -> None:
@@ -136,7 +136,7 @@ async def test_a_full_queue_makes_the_writer_wait_and_stopping_returns_the_unsen
     with pytest.raises(EmitterStoppedError):
         await writer
     assert len(emitter.unsent()) == 2
-    network.close()
+    await network.close()
 
 
 async def test_mix_nodes_emit_loop_cover_through_the_other_layers_and_see_it_return() -> None:
@@ -161,7 +161,7 @@ async def test_mix_nodes_emit_loop_cover_through_the_other_layers_and_see_it_ret
         assert emitter.loops.lost == 0
     assert all(not count for node in nodes.values() for count in node.drop_counts().values())
     assert sum(node.core.forwarded for node in nodes.values()) >= 2 * sum(e.loops.returned for e in emitters)
-    network.close()
+    await network.close()
 
 
 async def test_the_emitter_publishes_compliance_and_drift_under_the_catalogue_names() -> None:
@@ -181,4 +181,4 @@ async def test_the_emitter_publishes_compliance_and_drift_under_the_catalogue_na
     assert registry.value("cover_traffic_compliance") == 1.0  # no window has closed yet
     assert registry.value("cover_drift_percent") is not None
     assert registry.publish_errors == 0
-    network.close()
+    await network.close()

@@ -81,7 +81,7 @@ async def test_mix_nodes_over_simtransport_deliver_every_packet_through_three_la
     assert sorted(got) == sorted(sent)
     assert sum(node.core.forwarded for node in nodes.values()) == 2 * len(sent)
     assert all(not node.drop_counts()[r] for node in nodes.values() for r in node.drop_counts())
-    network.close()
+    await network.close()
 
 
 async def test_a_surb_reply_over_simtransport_reaches_its_creator() -> None:
@@ -107,7 +107,7 @@ async def test_a_surb_reply_over_simtransport_reaches_its_creator() -> None:
     surb_id, body = replies[0]
     assert surb_id == surb_keys.surb_id
     assert open_reply(surb_keys, body) == b"an answer"
-    network.close()
+    await network.close()
 
 
 async def test_drain_flushes_every_held_packet_and_refuses_new_ones() -> None:
@@ -134,7 +134,7 @@ async def test_drain_flushes_every_held_packet_and_refuses_new_ones() -> None:
         task.cancel()
     assert len(got) == 20 and node.held() == 0
     assert node.drop_counts()["draining"] == 1
-    network.close()
+    await network.close()
 
 
 async def test_batch_mode_releases_a_full_batch_at_once() -> None:
@@ -161,7 +161,7 @@ async def test_batch_mode_releases_a_full_batch_at_once() -> None:
         await asyncio.sleep(0.05)
         task.cancel()
     assert len(got) == 10
-    network.close()
+    await network.close()
 
 
 def test_delivery_datagrams_round_trip() -> None:
@@ -231,4 +231,4 @@ async def test_rotation_tells_the_owner_and_frees_retired_epochs() -> None:
     clock[0] = 111.0
     assert node.rotate() == [0] and told[-1] == [0]
     assert sorted(ring.keys) == [1, 2]
-    network.close()
+    await network.close()

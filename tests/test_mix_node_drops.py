@@ -50,7 +50,7 @@ def only(node: MixNode, reason: str, count: int = 1) -> bool:
 async def stop(task: asyncio.Task[None], network: SimNetwork) -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
-    network.close()
+    await network.close()
 
 
 async def test_a_next_hop_with_no_address_is_counted_as_unknown_peer() -> None:

@@ -63,7 +63,7 @@ async def test_a_mix_runtime_over_simtransport_forwards_and_drains_every_held_pa
     await asyncio.sleep(0.05)  # the sim wire's 1 ms latency
     assert len(got) == 25
     assert runtime.draining and runtime.health() == (False, "draining")
-    network.close()
+    await network.close()
 
 
 async def test_runtime_takes_a_transport_factory_and_stops_without_draining(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ async def test_runtime_takes_a_transport_factory_and_stops_without_draining(tmp_
         runtime.stop(drain=False)
         assert await asyncio.wait_for(run, 5) == EXIT_INTERRUPTED
     assert not runtime.draining
-    network.close()
+    await network.close()
 
 
 async def test_the_default_transport_has_nothing_to_drain() -> None:
@@ -91,4 +91,4 @@ async def test_the_default_transport_has_nothing_to_drain() -> None:
     await transport.listen()
     assert await transport.drain(0.0) is True  # the interface's default: nothing held back
     await transport.close()
-    network.close()
+    await network.close()

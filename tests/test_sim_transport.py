@@ -46,7 +46,7 @@ async def test_mean_delay_matches_configured_latency_within_5ms():
     assert len(received) == 2000
     mean = tb.mean_delay_s("a")
     assert 0.050 - 0.001 <= mean <= 0.050 + 0.005
-    net.close()
+    await net.close()
 
 
 async def test_loss_ratio_matches_configured_loss_within_two_points():
@@ -59,7 +59,7 @@ async def test_loss_ratio_matches_configured_loss_within_two_points():
     assert abs(ratio - 0.10) < 0.02  # binomial sd at n=5000 is 0.4 points
     assert ta.stats("b").lost == 5000 - len(received)
     assert abs(ta.stats("b").loss_ratio - 0.10) < 0.02
-    net.close()
+    await net.close()
 
 
 async def test_same_seed_gives_same_fates():
@@ -85,7 +85,7 @@ async def test_bandwidth_limits_rate_and_full_queue_is_a_counted_drop():
     assert len(received) == 10
     # the last of 10 packets leaves after 10 * 8 ms of serialization
     assert tb.mean_delay_s("a") >= 0.040
-    net.close()
+    await net.close()
 
 
 async def test_region_matrix_sets_latency_between_regions():
@@ -111,7 +111,7 @@ async def test_failed_link_and_failed_node_lose_packets_until_restored():
     assert [p for _, p in received] == [b"3"]
     assert ta.stats("b").lost == 2
     assert net.fates[Fate.FAILED] == 2
-    net.close()
+    await net.close()
 
 
 async def test_oversize_and_unknown_peer_and_closed_are_clear_errors():
@@ -124,7 +124,7 @@ async def test_oversize_and_unknown_peer_and_closed_are_clear_errors():
     await ta.close()
     with pytest.raises(TransportClosedError):
         ta.send("b", b"x")
-    net.close()
+    await net.close()
 
 
 async def test_a_failing_handler_is_counted_and_delivery_continues():
@@ -143,7 +143,7 @@ async def test_a_failing_handler_is_counted_and_delivery_continues():
     await _settle(net)
     assert seen == [b"1", b"2"]
     assert tb.handler_errors == 1
-    net.close()
+    await net.close()
 
 
 async def test_send_wait_applies_backpressure_instead_of_dropping():
@@ -155,7 +155,7 @@ async def test_send_wait_applies_backpressure_instead_of_dropping():
     await _settle(net)
     assert len(received) == 50
     assert ta.stats("b").dropped == 0
-    net.close()
+    await net.close()
 
 
 async def test_rtt_is_reported_from_observed_delays():
@@ -166,7 +166,24 @@ async def test_rtt_is_reported_from_observed_delays():
     tb.send("a", b"y")
     await _settle(net)
     assert ta.stats("b").rtt_s == pytest.approx(0.040, abs=0.01)
-    net.close()
+    await net.close()
+
+
+async def test_closing_the_network_is_awaited_and_closes_its_nodes_and_packets_in_flight():
+    net = SimNetwork(LinkProfile(latency_s=0.050), seed=0)
+    ta, tb, received = await _pair(net)
+    ta.send("b", b"in flight")
+    assert net.in_flight() == 1
+    closing = net.close()
+    assert asyncio.iscoroutine(closing)  # like Transport.close
+    await closing
+    assert net.in_flight() == 0
+    with pytest.raises(TransportClosedError):
+        ta.send("b", b"after close")
+    await asyncio.sleep(0.08)
+    assert received == []  # the packet in flight was forgotten, its timer cancelled
+    await net.close()  # idempotent
+    await tb.close()
 
 
 def test_send_queue_counts_overflow_as_drops():

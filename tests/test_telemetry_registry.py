@@ -54,7 +54,7 @@ async def test_sources_are_read_at_publish_and_exposition_parses():
     loss = families["transport_packet_loss"].samples[0]
     assert loss.labels == {"node": "a"} and 0.3 < loss.value < 0.7
     assert "telemetry_freshness" in families and "uptime_global" in families
-    net.close()
+    await net.close()
 
 
 def test_failing_or_unknown_source_is_counted_and_others_still_publish():

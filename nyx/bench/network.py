@@ -43,4 +43,4 @@ async def nodes(
         for transport in transports.values():
             await transport.close()
         if network is not None:
-            network.close()
+            await network.close()

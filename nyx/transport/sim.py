@@ -31,7 +31,8 @@ DEFAULT_MAX_PACKET_BYTES = 1170
 
 
 class SimNetwork:
-    """The in-memory network: create it inside a running loop, attach nodes, `close()` at the end."""
+    """The in-memory network: create it inside a running loop, attach nodes, `await close()` at
+    the end."""
 
     def __init__(
         self,
@@ -101,11 +102,16 @@ class SimNetwork:
         if heap:
             self._arm(heap[0][0])
 
-    def close(self) -> None:
-        """Cancel the delivery timer and forget packets in flight."""
+    async def close(self) -> None:
+        """Close every transport still attached, cancel the delivery timer and forget packets in
+        flight. Idempotent. A coroutine like `Transport.close`, so whoever owns a network and its
+        nodes shuts both down the same way (`await`), and a network can close its nodes."""
+        for node in list(self._nodes.values()):
+            await node.close()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._timer_at = float("inf")
         self._heap.clear()
 
 
