@@ -134,6 +134,9 @@ def test_config_file_then_command_line_overrides(tmp_path):
         ({"node_id": "n", "log": {"format": "xml"}}, "log.format"),
         ({"node_id": "n", "peers": [{"id": "p", "fingerprint": "zz"}]}, "peers[0].fingerprint"),
         ({"node_id": "n", "runtime": {"drain_timeout_s": True}}, "runtime.drain_timeout_s"),
+        ({"node_id": "n", "transport": {"prot": 4433}}, "transport.prot: unknown key; did you mean transport.port?"),
+        ({"node_id": "n", "mix": {"layer": 1}}, "mix: unknown key"),  # the bare node has no [mix]
+        ({"node_id": "n", "peers": [{"id": "p", "adress": "x"}]}, "peers[0].adress: unknown key"),
     ],
 )
 def test_invalid_config_names_the_key(document, key):
