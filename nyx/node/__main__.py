@@ -7,8 +7,8 @@ same runtime with their service (`python -m nyx.mix`, `python -m nyx.stream`).
 Exit codes (beside the runtime's: 0 ok, 3 drain incomplete, 70 a bug, 78 bad configuration,
 130 interrupted): 75 (EXIT_CANNOT_LISTEN, sysexits EX_TEMPFAIL) when the transport's UDP port or
 the metrics TCP port is already in use or needs privileges: the configuration is valid, the
-machine is not ready for it, and a supervisor may retry. Each is one line on stderr, never a
-traceback.
+machine is not ready for it, and a supervisor may retry. A host that is not an address of this
+machine is a configuration error (78). Each is one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ def describe_listen_failure(runtime: NodeRuntime, exc: OSError) -> tuple[str, in
     """(one-line message, exit code) for a failed listen. The runtime listens on its transport
     first and sets `runtime.address` once that worked, so a failure after it is the metrics port."""
     config = runtime.config
-    if getattr(runtime, "address", None) is None:
+    if runtime.address is None:
         where, host, port, keys = "udp", config.host, config.port, ("transport.host", "transport.port")
     else:
         where, host, port, keys = "tcp", config.metrics_host, config.metrics_port, ("metrics.host", "metrics.port")
