@@ -345,6 +345,8 @@ def test_stream_data_ending_past_the_largest_varint_is_refused_on_parse() -> Non
 def test_stream_data_ending_past_the_largest_varint_is_refused_on_encode() -> None:
     with pytest.raises(ValueError):
         encode_frame(Stream(4, MAX_VARINT, b"a", False))
+    with pytest.raises(ValueError):
+        frame_size(Stream(4, MAX_VARINT, b"a", False))
 
 
 def test_parsed_stream_data_is_bytes_even_from_a_memoryview() -> None:

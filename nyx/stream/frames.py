@@ -334,11 +334,12 @@ def encode_frames(frames: Iterable[Frame], pad_to: int | None = None) -> bytes:
             parts.append(_encode_stream(last, False))
         else:
             parts.append(encode_frame(last))
-    payload = b"".join(parts)
     if pad_to is not None:
-        if len(payload) > pad_to:
-            raise ValueError(f"frames take {len(payload)} bytes, more than pad_to={pad_to}")
-        payload += bytes(pad_to - len(payload))
+        size = sum(map(len, parts))
+        if size > pad_to:
+            raise ValueError(f"frames take {size} bytes, more than pad_to={pad_to}")
+        parts.append(bytes(pad_to - size))
+    payload = b"".join(parts)
     if not payload:
         raise ValueError("a packet payload needs at least one frame")
     return payload
@@ -361,9 +362,23 @@ def max_stream_data_len(stream_id: int, offset: int, room: int) -> int:
     return min(best, MAX_VARINT - offset)
 
 
+def _stream_size(frame: Stream) -> int:
+    data_len = len(frame.data)
+    if frame.offset + data_len > MAX_VARINT:
+        raise ValueError(f"Stream offset {frame.offset} + {data_len} bytes exceeds 2^62 - 1")
+    return stream_frame_overhead(frame.stream_id, frame.offset, data_len) + data_len
+
+
+def _padding_size(frame: Padding) -> int:
+    if frame.length < 1:
+        raise ValueError(f"Padding length must be >= 1, got {frame.length}")
+    return frame.length
+
+
+# Sizes without encoding; the other frames are rare or small enough to encode and measure.
 _SIZES: Final[dict[type, Callable[..., int]]] = {
-    Stream: lambda f: stream_frame_overhead(f.stream_id, f.offset, len(f.data)) + len(f.data),
-    Padding: lambda f: len(_encode_padding(f)) if f.length < 1 else f.length,
+    Stream: _stream_size,
+    Padding: _padding_size,
     Ping: lambda f: 1,
     MaxData: lambda f: 1 + varint_size(f.limit),
     MaxStreams: lambda f: 1 + varint_size(f.limit),
@@ -373,7 +388,10 @@ _SIZES: Final[dict[type, Callable[..., int]]] = {
 
 
 def frame_size(frame: Frame) -> int:
-    """len(encode_frame(frame)), from varint sizes where that is cheap (encoding otherwise)."""
+    """len(encode_frame(frame)), from varint sizes where that is cheap (encoding otherwise).
+
+    Raises the ValueError encode_frame would for out-of-range values.
+    """
     size = _SIZES.get(type(frame))
     return size(frame) if size is not None else len(encode_frame(frame))
 
