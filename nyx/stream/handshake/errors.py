@@ -24,6 +24,13 @@ class CloseCode(IntEnum):
     AUTH_FAILED = 0x08  # key confirmation failed: wrong responder key or an altered message
     DOWNGRADE = 0x09  # a retry claims a rejection the responder would not have sent
     BUSY = 0x0A  # the replay cache is full; retry later
+    # Session codes (nyx.stream.session): the CLOSE frame carries them.
+    PROTOCOL_VIOLATION = 0x0B  # an authenticated record broke the protocol (bad frames, acks of unsent packets)
+    FLOW_CONTROL = 0x0C  # the peer sent beyond a MAX_DATA / MAX_STREAM_DATA limit
+    STREAM_LIMIT = 0x0D  # the peer opened more streams than MAX_STREAMS allowed
+    FINAL_SIZE = 0x0E  # a stream's final size changed or data went past it
+    IDLE_TIMEOUT = 0x0F  # nothing received for the idle timeout (local; no CLOSE is sent)
+    APPLICATION = 0x10  # the application closed the session (reason in the CLOSE frame)
 
 
 class Capability(IntFlag):

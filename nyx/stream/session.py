@@ -1,0 +1,556 @@
+"""`Session`: one end-to-end Nyx session, sans-I/O (records and a clock in; records, events and one
+deadline out), shaped like aioquic's `QuicConnection`.
+
+    session = Session(keys, now)                 # keys: the handshake's SessionKeys
+    stream = session.open_stream()
+    session.write(stream, b"GET / ...")          # -> bytes accepted (bounded buffer)
+    while (record := session.next_record(now)) is not None:
+        send(record)                             # one record per Sphinx message
+    session.receive_record(record, now)          # from the peer
+    for event in session.events(): ...           # StreamReadable, StreamOpened, SessionClosed, ...
+    session.read(stream)                         # the stream's next contiguous bytes
+    session.on_timer(now) when now >= session.deadline()
+
+Each record's plaintext is a list of frames (`nyx.stream.frames`); its packet number is the
+record's own 64-bit sequence number, so the record layer's anti-replay window also discards
+duplicate packets. Loss is declared by `nyx.stream.recovery` from the delay distribution's tail
+and the *frames* of a lost packet are resent (fresh ACKs and window updates, stream bytes not
+acknowledged meanwhile), never the record. The shell decides when a record goes out (for example
+in the client's cover slots): `next_record` returns None when there is nothing worth sending.
+
+Errors: a record that fails to open is a counted drop (`drops[reason]`); an authenticated record
+that breaks the protocol closes the session with the matching `CloseCode`.
+"""
+
+from __future__ import annotations
+
+import collections
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from nyx.crypto.errors import RecordError
+from nyx.crypto.session import HEADER, OVERHEAD, RekeyPolicy
+from nyx.stream import frames as F
+from nyx.stream.handshake.errors import CloseCode
+from nyx.stream.handshake.keys import SessionKeys
+from nyx.stream.recovery import AckTracker, LossRecovery, RecoveryError, SentPacket
+from nyx.stream.streams import FlowControlError, RecvStream, SendStream
+
+#: A Sphinx message carries 646 bytes; the shell's routing prefix (which session) takes 8.
+MAX_RECORD_BYTES = 646 - 8
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """Limits and timers of one session (both ends may differ; each advertises its own)."""
+
+    max_record_bytes: int = MAX_RECORD_BYTES
+    stream_window_bytes: int = 64 * 1024  # receive window per stream (MAX_STREAM_DATA)
+    session_window_bytes: int = 256 * 1024  # receive window over all streams (MAX_DATA)
+    stream_buffer_bytes: int = 64 * 1024  # send buffer per stream: write() takes at most this unacked
+    max_streams: int = 64  # streams the peer may have open at once (MAX_STREAMS)
+    idle_timeout_s: float = 300.0
+    max_ack_delay_s: float = 0.1
+    max_in_flight: int = 256  # ack-eliciting packets outstanding
+    rekey: RekeyPolicy = field(default_factory=RekeyPolicy)
+
+    def __post_init__(self) -> None:
+        if self.max_record_bytes < OVERHEAD + 64:
+            raise ValueError(f"max_record_bytes={self.max_record_bytes} leaves no room for frames")
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer opened `stream_id`."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReadable:
+    """`stream_id` has new bytes to read, or reached its end (`read` returns b"" at EOF)."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWritable:
+    """`stream_id`'s send buffer has room again after a write was cut short."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The peer abandoned its side of `stream_id` (RESET_STREAM)."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStopped:
+    """The peer asked us to stop sending on `stream_id` (STOP_SENDING); our side was reset."""
+
+    stream_id: int
+    error_code: int
+
+
+@dataclass(frozen=True, slots=True)
+class SurbsReceived:
+    """The peer sent reply blocks (the exit's pool takes them)."""
+
+    surbs: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SurbsRequested:
+    """The peer asks for about `count` more reply blocks."""
+
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionClosed:
+    """The session ended: by the peer's CLOSE, ours, a protocol error, or the idle timeout."""
+
+    error_code: int
+    reason: str
+    by_peer: bool
+
+
+Event = (
+    StreamOpened | StreamReadable | StreamWritable | StreamReset | StreamStopped | SurbsReceived | SurbsRequested
+    | SessionClosed
+)
+
+
+class SessionError(Exception):
+    """A local misuse of the session API (a closed session, a stream that does not exist)."""
+
+
+# What a sent packet must redo if it is lost (SentPacket.frames holds these small tuples).
+_STREAM, _RESET, _STOP, _MAX_DATA, _MAX_STREAM_DATA, _MAX_STREAMS = range(6)
+
+
+class Session:
+    """Both directions of one session's streams over sealed records."""
+
+    def __init__(self, keys: SessionKeys, now: float, config: SessionConfig = SessionConfig()) -> None:
+        self.config = config
+        self.keys = keys
+        self.is_initiator = keys.role == "initiator"
+        self._records = keys.record_session(now, config.rekey)
+        self._recovery = LossRecovery(max_ack_delay_s=config.max_ack_delay_s, max_in_flight=config.max_in_flight)
+        self._acks = AckTracker(max_ack_delay_s=config.max_ack_delay_s)
+        self._send: dict[int, SendStream] = {}
+        self._recv: dict[int, RecvStream] = {}
+        self._next_local_id = 0 if self.is_initiator else 1
+        self._local_opened = 0  # streams we opened, ever
+        self._peer_opened = 0  # streams the peer opened, ever
+        self._peer_closed = 0  # of those, fully closed (each lets the peer open one more)
+        self._peer_max_streams = config.max_streams  # until the peer's MAX_STREAMS says otherwise
+        self._max_streams_local = config.max_streams  # what we allow the peer (advertised)
+        self._peer_max_data = config.session_window_bytes
+        self._sent_data = 0  # new stream bytes sent (counts against _peer_max_data)
+        self._max_data_local = config.session_window_bytes  # advertised MAX_DATA
+        self._received_data = 0  # sum of the peer's highest offsets
+        self._consumed = 0  # bytes the application read, over all streams
+        self._control: collections.deque[tuple] = collections.deque()  # pending (kind, ...) to send
+        self._events: collections.deque[Event] = collections.deque()
+        self._write_blocked: set[int] = set()
+        self._rotation: collections.deque[int] = collections.deque()  # stream ids with data to send
+        self._last_received = now
+        self._ping = False
+        self._close: tuple[int, str] | None = None  # our CLOSE, until sent
+        self.closed: SessionClosed | None = None
+        self.drops: collections.Counter[str] = collections.Counter()
+        self.records_sent = 0
+        self.records_received = 0
+
+    # -- streams ----------------------------------------------------------------------------------
+
+    def open_stream(self) -> int:
+        """A new bidirectional stream's id; SessionError once the peer's MAX_STREAMS is used up."""
+        self._check_open()
+        if self._local_opened >= self._peer_max_streams:
+            raise SessionError(f"the peer allows {self._peer_max_streams} streams; wait for it to raise the limit")
+        stream_id = self._next_local_id
+        self._next_local_id += 2
+        self._local_opened += 1
+        self._create(stream_id)
+        return stream_id
+
+    def _create(self, stream_id: int) -> None:
+        self._send[stream_id] = SendStream(stream_id, self.config.stream_buffer_bytes, self.config.stream_window_bytes)
+        self._recv[stream_id] = RecvStream(stream_id, self.config.stream_window_bytes)
+
+    def write(self, stream_id: int, data: bytes) -> int:
+        """Accept up to the stream's buffer room of `data`; the caller waits for StreamWritable
+        to write the rest (accepted bytes are never dropped)."""
+        self._check_open()
+        taken = self._send_stream(stream_id).write(data)
+        if taken < len(data):
+            self._write_blocked.add(stream_id)
+        if taken:
+            self._schedule(stream_id)
+        return taken
+
+    def room(self, stream_id: int) -> int:
+        return self._send_stream(stream_id).room()
+
+    def finish(self, stream_id: int) -> None:
+        """Half-close: no more writes on `stream_id`; the peer reads EOF after the last byte."""
+        self._check_open()
+        self._send_stream(stream_id).finish()
+        self._schedule(stream_id)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        """Abandon our side of `stream_id` (RESET_STREAM) and ask the peer to stop its side."""
+        self._check_open()
+        send = self._send_stream(stream_id)
+        if send.reset_code is None:
+            self._control.append((_RESET, stream_id, error_code, send.reset(error_code)))
+        recv = self._recv.get(stream_id)
+        if recv is not None and recv.final_size is None:
+            self._control.append((_STOP, stream_id, error_code))
+
+    def read(self, stream_id: int, max_bytes: int = -1) -> bytes:
+        """The stream's next contiguous bytes (b"" when none are ready, or at EOF: see `at_eof`)."""
+        recv = self._recv.get(stream_id)
+        if recv is None:
+            raise SessionError(f"no stream {stream_id}")
+        data = recv.read(max_bytes)
+        if data:
+            self._consumed += len(data)
+            limit = recv.window_update()
+            if limit is not None:
+                self._control.append((_MAX_STREAM_DATA, stream_id))
+            if self._max_data_local - self._consumed <= self.config.session_window_bytes // 2:
+                self._max_data_local = self._consumed + self.config.session_window_bytes
+                self._control.append((_MAX_DATA,))
+        self._maybe_forget(stream_id)
+        return data
+
+    def at_eof(self, stream_id: int) -> bool:
+        recv = self._recv.get(stream_id)
+        return recv is None or recv.at_eof or recv.reset_code is not None
+
+    def _send_stream(self, stream_id: int) -> SendStream:
+        send = self._send.get(stream_id)
+        if send is None:
+            raise SessionError(f"no stream {stream_id}")
+        return send
+
+    def _schedule(self, stream_id: int) -> None:
+        if stream_id not in self._rotation:
+            self._rotation.append(stream_id)
+
+    def _maybe_forget(self, stream_id: int) -> None:
+        """Drop a stream both of whose halves are finished, freeing its ids for MAX_STREAMS."""
+        send, recv = self._send.get(stream_id), self._recv.get(stream_id)
+        if send is None or recv is None or not send.done:
+            return
+        if not (recv.at_eof or recv.reset_code is not None):
+            return
+        del self._send[stream_id], self._recv[stream_id]
+        self._write_blocked.discard(stream_id)
+        if self._is_peer_stream(stream_id):
+            self._peer_closed += 1
+            if self._peer_closed + self.config.max_streams - self._max_streams_local >= self.config.max_streams // 2:
+                self._max_streams_local = self._peer_closed + self.config.max_streams
+                self._control.append((_MAX_STREAMS,))
+
+    def _is_peer_stream(self, stream_id: int) -> bool:
+        return (stream_id % 2 == 0) != self.is_initiator
+
+    # -- the session ------------------------------------------------------------------------------
+
+    def close(self, error_code: int = CloseCode.NO_ERROR, reason: str = "") -> None:
+        """Send CLOSE with the next record and stop; the peer sees SessionClosed(by_peer=True)."""
+        if self.closed is None and self._close is None:
+            self._close = (int(error_code), reason)
+
+    def _fail(self, code: CloseCode, reason: str) -> None:
+        self.drops[code.name.lower()] += 1
+        self.close(code, reason)
+
+    def _check_open(self) -> None:
+        if self.closed is not None or self._close is not None:
+            raise SessionError("the session is closed")
+
+    def events(self) -> list[Event]:
+        """Everything that happened since the last call, in order."""
+        out = list(self._events)
+        self._events.clear()
+        return out
+
+    def deadline(self) -> float | None:
+        """When `on_timer` must run next (None once closed)."""
+        if self.closed is not None:
+            return None
+        times = [self._last_received + self.config.idle_timeout_s]
+        for t in (self._recovery.deadline(), self._acks.deadline()):
+            if t is not None:
+                times.append(t)
+        return min(times)
+
+    def on_timer(self, now: float) -> None:
+        if self.closed is not None:
+            return
+        if now >= self._last_received + self.config.idle_timeout_s:
+            self._finish_close(SessionClosed(CloseCode.IDLE_TIMEOUT, "nothing received for the idle timeout", False))
+            return
+        for packet in self._recovery.on_timeout(now):
+            self._on_lost(packet)
+        if self._recovery.probe_due(now):
+            self._ping = True
+
+    # -- receiving --------------------------------------------------------------------------------
+
+    def receive_record(self, record: bytes, now: float) -> None:
+        """One record from the peer. Bad records are counted drops; protocol errors close."""
+        if self.closed is not None:
+            self.drops["closed"] += 1
+            return
+        try:
+            plaintext = self._records.open(record, now)
+        except RecordError as error:
+            self.drops[error.reason] += 1
+            return
+        try:
+            frames = F.parse_frames(plaintext)
+        except F.FrameError as error:
+            self._fail(CloseCode.PROTOCOL_VIOLATION, f"malformed frames from the peer ({error.reason})")
+            return
+        self.records_received += 1
+        self._last_received = now
+        pn = HEADER.unpack_from(record)[1]
+        self._acks.on_packet(pn, now, any(F.is_ack_eliciting(frame) for frame in frames))
+        for frame in frames:
+            try:
+                self._on_frame(frame, now)
+            except FlowControlError as error:
+                code = CloseCode.FINAL_SIZE if error.reason == "final_size" else CloseCode.FLOW_CONTROL
+                self._fail(code, str(error))
+            except RecoveryError as error:
+                self._fail(CloseCode.PROTOCOL_VIOLATION, str(error))
+            if self._close is not None or self.closed is not None:
+                return
+
+    def _on_frame(self, frame: F.Frame, now: float) -> None:
+        if isinstance(frame, F.Stream):
+            recv = self._peer_stream(frame.stream_id)
+            if recv is None:
+                return
+            self._charge(recv.on_data(frame.offset, frame.data, frame.fin))
+            if recv.readable() or recv.at_eof:
+                self._events.append(StreamReadable(frame.stream_id))
+        elif isinstance(frame, F.Ack):
+            result = self._recovery.on_ack(frame.ranges, frame.ack_delay_us / 1e6, now)
+            for packet in result.acked:
+                self._on_acked(packet)
+            for packet in result.lost:
+                self._on_lost(packet)
+        elif isinstance(frame, (F.Padding, F.Ping)):
+            pass
+        elif isinstance(frame, F.MaxData):
+            self._peer_max_data = max(self._peer_max_data, frame.limit)
+            self._rotation.extend(i for i, s in self._send.items() if s.wants_to_send() and i not in self._rotation)
+        elif isinstance(frame, F.MaxStreamData):
+            send = self._send.get(frame.stream_id)
+            if send is not None and frame.limit > send.peer_limit:
+                send.peer_limit = frame.limit
+                self._schedule(frame.stream_id)
+        elif isinstance(frame, F.MaxStreams):
+            self._peer_max_streams = max(self._peer_max_streams, frame.limit)
+        elif isinstance(frame, F.ResetStream):
+            recv = self._peer_stream(frame.stream_id)
+            if recv is not None and recv.reset_code is None:
+                self._charge(recv.on_reset(frame.error_code, frame.final_size))
+                self._events.append(StreamReset(frame.stream_id, frame.error_code))
+                self._maybe_forget(frame.stream_id)
+        elif isinstance(frame, F.StopSending):
+            send = self._send.get(frame.stream_id)
+            if send is not None and send.reset_code is None:
+                self._control.append((_RESET, frame.stream_id, frame.error_code, send.reset(frame.error_code)))
+                self._events.append(StreamStopped(frame.stream_id, frame.error_code))
+        elif isinstance(frame, F.Surbs):
+            self._events.append(SurbsReceived(frame.surbs))
+        elif isinstance(frame, F.SurbRequest):
+            self._events.append(SurbsRequested(frame.count))
+        elif isinstance(frame, F.Close):
+            self._finish_close(SessionClosed(frame.error_code, frame.reason, True))
+
+    def _peer_stream(self, stream_id: int) -> RecvStream | None:
+        """The receive half for a frame from the peer, opening a peer-initiated stream on first
+        sight; None for a stream already finished and forgotten (late frames are harmless)."""
+        recv = self._recv.get(stream_id)
+        if recv is not None:
+            return recv
+        if not self._is_peer_stream(stream_id):
+            if stream_id < self._next_local_id:
+                return None  # ours, finished and forgotten
+            raise FlowControlError("flow_control", f"the peer sent on stream {stream_id}, which we never opened")
+        expected = 2 * self._peer_opened + (1 if self.is_initiator else 0)
+        if stream_id < expected:
+            return None  # the peer's, finished and forgotten
+        count = (stream_id - expected) // 2 + 1
+        if self._peer_opened + count > self._max_streams_local:
+            self._fail(CloseCode.STREAM_LIMIT, f"the peer opened stream {stream_id} beyond MAX_STREAMS {self._max_streams_local}")
+            return None
+        for index in range(count):  # opening stream n implicitly opens the lower ones, as in QUIC
+            new_id = expected + 2 * index
+            self._create(new_id)
+            self._events.append(StreamOpened(new_id))
+        self._peer_opened += count
+        return self._recv[stream_id]
+
+    def _charge(self, new_bytes: int) -> None:
+        self._received_data += new_bytes
+        if self._received_data > self._max_data_local:
+            raise FlowControlError("flow_control", f"the peer sent {self._received_data} bytes, MAX_DATA is {self._max_data_local}")
+
+    def _on_acked(self, packet: SentPacket) -> None:
+        for item in packet.frames:
+            if item[0] == _STREAM:  # type: ignore[index]
+                _, stream_id, offset, length, fin = item  # type: ignore[misc]
+                send = self._send.get(stream_id)
+                if send is None:
+                    continue
+                send.on_acked(offset, length, fin)
+                if stream_id in self._write_blocked and send.room() > 0:
+                    self._write_blocked.discard(stream_id)
+                    self._events.append(StreamWritable(stream_id))
+                self._maybe_forget(stream_id)
+
+    def _on_lost(self, packet: SentPacket) -> None:
+        for item in packet.frames:
+            kind = item[0]  # type: ignore[index]
+            if kind == _STREAM:
+                _, stream_id, offset, length, fin = item  # type: ignore[misc]
+                send = self._send.get(stream_id)
+                if send is not None:
+                    send.on_lost(offset, length, fin)
+                    self._schedule(stream_id)
+            else:  # control frames are resent with their current value
+                self._control.append(item)  # type: ignore[arg-type]
+
+    def _finish_close(self, event: SessionClosed) -> None:
+        self.closed = event
+        self._events.append(event)
+
+    # -- sending ----------------------------------------------------------------------------------
+
+    def next_record(self, now: float) -> bytes | None:
+        """The next sealed record to send, or None when nothing needs sending now."""
+        if self.closed is not None:
+            return None
+        room = self.config.max_record_bytes - OVERHEAD
+        if self._close is not None:
+            code, reason = self._close
+            frames: list[F.Frame] = [F.Close(code, reason)]
+            record = self._seal(frames, (), now)
+            self._finish_close(SessionClosed(code, reason, False))
+            return record
+        frames = []
+        redo: list[tuple] = []
+        ack_due = self._acks.ack_due(now)
+        sendable = self._has_eliciting()
+        if not (ack_due or sendable):
+            return None
+        if self._acks.largest is not None and (ack_due or sendable):
+            ranges, delay_s = self._acks.build(now)
+            if ranges:
+                ack = F.Ack(tuple(ranges), int(delay_s * 1e6))
+                frames.append(ack)
+                room -= F.frame_size(ack)
+        room = self._add_control(frames, redo, room)
+        if self._ping:
+            frames.append(F.Ping())
+            room -= 1
+            self._ping = False
+        if self._recovery.can_send():
+            self._add_stream_frames(frames, redo, room)
+        if not frames:
+            return None
+        return self._seal(frames, tuple(redo), now)
+
+    def _has_eliciting(self) -> bool:
+        if self._control or self._ping:
+            return True
+        if not self._recovery.can_send():
+            return False
+        credit = self._peer_max_data - self._sent_data
+        for stream_id in self._rotation:
+            send = self._send.get(stream_id)
+            if send is not None and send.wants_to_send() and (credit > 0 or send.needs_no_credit()):
+                return True
+        return False
+
+    def _add_control(self, frames: list[F.Frame], redo: list[tuple], room: int) -> int:
+        while self._control:
+            item = self._control[0]
+            frame = self._control_frame(item)
+            if frame is None:
+                self._control.popleft()
+                continue
+            size = F.frame_size(frame)
+            if size > room:
+                break
+            self._control.popleft()
+            frames.append(frame)
+            redo.append(item)
+            room -= size
+        return room
+
+    def _control_frame(self, item: tuple) -> F.Frame | None:
+        """The frame for a pending control item at its current value (None if it is moot now)."""
+        kind = item[0]
+        if kind == _MAX_DATA:
+            return F.MaxData(self._max_data_local)
+        if kind == _MAX_STREAMS:
+            return F.MaxStreams(self._max_streams_local)
+        if kind == _MAX_STREAM_DATA:
+            recv = self._recv.get(item[1])
+            return None if recv is None or recv.final_size is not None else F.MaxStreamData(item[1], recv.limit)
+        if kind == _RESET:
+            return F.ResetStream(item[1], item[2], item[3])
+        if kind == _STOP:
+            recv = self._recv.get(item[1])
+            return None if recv is None or recv.final_size is not None else F.StopSending(item[1], item[2])
+        return None
+
+    def _add_stream_frames(self, frames: list[F.Frame], redo: list[tuple], room: int) -> None:
+        rotation = self._rotation
+        for _ in range(len(rotation)):
+            if room <= 8:
+                break
+            stream_id = rotation.popleft()
+            send = self._send.get(stream_id)
+            if send is None or not send.wants_to_send():
+                continue
+            overhead = F.stream_frame_overhead(stream_id, send.next_offset(), room)
+            chunk = send.next_chunk(room - overhead, self._peer_max_data - self._sent_data)
+            if chunk is None:
+                continue
+            self._sent_data += chunk.new_bytes
+            frame = F.Stream(stream_id, chunk.offset, chunk.data, chunk.fin)
+            frames.append(frame)
+            redo.append((_STREAM, stream_id, chunk.offset, len(chunk.data), chunk.fin))
+            room -= F.frame_size(frame)
+            if send.wants_to_send():
+                rotation.append(stream_id)
+
+    def _seal(self, frames: Iterable[F.Frame], redo: tuple, now: float) -> bytes:
+        frame_list = list(frames)
+        record = self._records.seal(F.encode_frames(frame_list), now)
+        pn = HEADER.unpack_from(record)[1]
+        eliciting = any(F.is_ack_eliciting(frame) for frame in frame_list)
+        self._recovery.on_packet_sent(SentPacket(pn, now, len(record), eliciting, redo))
+        self.records_sent += 1
+        return record
+

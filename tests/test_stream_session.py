@@ -1,0 +1,156 @@
+"""The stream core end to end over a simulated mix path: two real sessions from a real handshake,
+records delayed by per-hop exponential delays (so nearly all reordered), lost at random and in
+bursts, duplicated; the bytes of every stream must arrive exactly, in order, both ways."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from nyx.crypto.session import RekeyPolicy
+from nyx.stream import frames as F
+from nyx.stream.handshake import CloseCode
+from nyx.stream.session import Session, SessionClosed, SessionConfig, SessionError, StreamOpened
+from nyx.stream.simulate import PathModel, SessionPair, handshake_keys
+
+REKEY_OFTEN = SessionConfig(rekey=RekeyPolicy(max_records=40))  # many key updates in one run
+
+PATHS = {
+    "clean": PathModel(),
+    "5% loss, 2% duplicates": PathModel(loss=0.05, duplicate=0.02),
+    "30% loss": PathModel(loss=0.30, duplicate=0.05),
+    "bursts": PathModel(loss=0.02, burst_every_s=5.0, burst_length_s=2.0),
+    "30% duplicates": PathModel(duplicate=0.30),
+}
+
+
+def echo_run(path: PathModel, payloads: list[bytes], seed: int = 1, config: SessionConfig = REKEY_OFTEN) -> SessionPair:
+    pair = SessionPair(path, path, seed=seed, client_config=config, server_config=config)
+    pair.server.echo = True
+    ids = pair.client_sends(payloads)
+    pair.run(3600.0, stop=lambda p: len(p.client.eof) == len(ids))
+    for stream_id, payload in zip(ids, payloads):
+        assert bytes(pair.server.received.get(stream_id, b"")) == payload, f"stream {stream_id} forward"
+        assert bytes(pair.client.received.get(stream_id, b"")) == payload, f"stream {stream_id} back"
+    assert pair.client.closed is None and pair.server.closed is None  # no limit broken, no timeout
+    return pair
+
+
+@pytest.mark.parametrize("name", list(PATHS))
+def test_twenty_streams_arrive_exactly_in_order_both_ways_across_key_updates(name: str) -> None:
+    rng = random.Random(7)
+    payloads = [rng.randbytes(rng.randint(0, 30_000)) for _ in range(20)]
+    pair = echo_run(PATHS[name], payloads)
+    assert pair.client.session._records.receive_epoch > 5  # records crossed many key updates
+    assert set(pair.server.session.drops) <= {"replay"}  # duplicates only, refused by the window
+
+
+@settings(max_examples=30)
+@given(
+    seed=st.integers(0, 2**16),
+    loss=st.floats(0.0, 0.3),
+    duplicate=st.floats(0.0, 0.2),
+    burst=st.sampled_from([0.0, 1.0, 3.0]),
+    sizes=st.lists(st.integers(0, 5000), min_size=1, max_size=8),
+)
+def test_any_lossy_reordering_path_delivers_every_stream_exactly(
+    seed: int, loss: float, duplicate: float, burst: float, sizes: list[int]
+) -> None:
+    path = PathModel(loss=loss, duplicate=duplicate, burst_every_s=10.0 if burst else 0.0, burst_length_s=burst)
+    rng = random.Random(seed)
+    echo_run(path, [rng.randbytes(size) for size in sizes], seed=seed)
+
+
+def test_a_stalled_reader_stops_its_sender_and_memory_stays_bounded() -> None:
+    config = SessionConfig(stream_window_bytes=16_384, session_window_bytes=65_536, stream_buffer_bytes=8_192)
+    pair = SessionPair(PathModel(loss=0.05), PathModel(loss=0.05), client_config=config, server_config=config)
+    pair.server.read_budget_bytes = 0  # the server application reads nothing
+    payload = random.Random(1).randbytes(1_000_000)
+    [stream_id] = pair.client_sends([payload])
+    pair.run(120.0)
+    client, server = pair.client.session, pair.server.session
+    assert server._recv[stream_id].held_bytes <= 16_384  # the window, no more
+    assert client._send[stream_id].buffered <= 8_192  # the send buffer, no more
+    assert len(pair.client.to_write[stream_id]) >= 1_000_000 - 16_384 - 8_192  # the rest waits in the app
+    pair.server.read_budget_bytes = None  # the reader wakes up
+    pair.server.read_all()
+    pair.run(1200.0, stop=lambda p: stream_id in p.server.eof)
+    assert bytes(pair.server.received[stream_id]) == payload
+
+
+def test_a_peer_opening_more_streams_than_max_streams_is_closed_with_stream_limit() -> None:
+    client_keys, server_keys = handshake_keys()
+    server = Session(server_keys, 0.0, SessionConfig(max_streams=4))
+    attacker = client_keys.record_session(0.0)  # a client that ignores the limit
+    server.receive_record(attacker.seal(F.encode_frames([F.Stream(8, 0, b"x", False)]), 0.0), 0.0)
+    closed = [e for e in server.events() if isinstance(e, SessionClosed)]
+    assert not closed and server.next_record(0.0) is not None
+    assert [e for e in server.events() if isinstance(e, SessionClosed)][0].error_code == CloseCode.STREAM_LIMIT
+
+
+@pytest.mark.parametrize(
+    ("frames", "code"),
+    [
+        ([F.Stream(0, 300_000, b"x", False)], CloseCode.FLOW_CONTROL),  # past MAX_STREAM_DATA
+        ([F.Stream(0, 0, b"abc", True), F.Stream(0, 0, b"abcd", False)], CloseCode.FINAL_SIZE),
+        ([F.Ack(((5, 9),), 0)], CloseCode.PROTOCOL_VIOLATION),  # acknowledges packets never sent
+        ([F.Stream(1, 0, b"x", False)], CloseCode.FLOW_CONTROL),  # a server-side id the server never opened
+    ],
+)
+def test_an_authenticated_peer_that_breaks_a_rule_closes_the_session_with_its_code(
+    frames: list[F.Frame], code: CloseCode
+) -> None:
+    client_keys, server_keys = handshake_keys()
+    server = Session(server_keys, 0.0)
+    attacker = client_keys.record_session(0.0)
+    server.receive_record(attacker.seal(F.encode_frames(frames), 0.0), 0.0)
+    record = server.next_record(0.0)  # the CLOSE goes out
+    assert record is not None
+    [closed] = [e for e in server.events() if isinstance(e, SessionClosed)]
+    assert closed.error_code == code and not closed.by_peer
+    with pytest.raises(SessionError):
+        server.open_stream()
+
+
+def test_authenticated_garbage_closes_with_protocol_violation_and_unauthenticated_garbage_is_a_drop() -> None:
+    client_keys, server_keys = handshake_keys()
+    server = Session(server_keys, 0.0)
+    server.receive_record(bytes(100), 0.0)  # forged: counted, nothing else
+    assert server.drops["auth"] == 1 and server.closed is None and server.next_record(0.0) is None
+    attacker = client_keys.record_session(0.0)
+    server.receive_record(attacker.seal(b"\xff\xff\xff", 0.0), 0.0)
+    assert server.next_record(0.0) is not None
+    assert server.closed is not None and server.closed.error_code == CloseCode.PROTOCOL_VIOLATION
+
+
+def test_close_reaches_the_peer_with_its_code_and_reason() -> None:
+    pair = SessionPair()
+    pair.client_sends([b"hello"], finish=False)
+    pair.run(5.0)
+    pair.client.session.close(CloseCode.APPLICATION, "bye")
+    pair.run(10.0)
+    assert pair.server.closed == SessionClosed(CloseCode.APPLICATION, "bye", True)
+    assert pair.client.closed == SessionClosed(CloseCode.APPLICATION, "bye", False)
+
+
+def test_an_idle_session_times_out_without_sending_anything() -> None:
+    config = SessionConfig(idle_timeout_s=30.0)
+    pair = SessionPair(client_config=config, server_config=config)
+    pair.run(100.0)
+    assert pair.client.closed is not None and pair.client.closed.error_code == CloseCode.IDLE_TIMEOUT
+    assert pair.server.closed is not None and not pair.server.closed.by_peer
+
+
+def test_the_peer_learns_of_each_stream_it_did_not_open() -> None:
+    client_keys, server_keys = handshake_keys()
+    server = Session(server_keys, 0.0)
+    client = Session(client_keys, 0.0)
+    ids = [client.open_stream() for _ in range(3)]
+    client.write(ids[2], b"third")  # only the highest is used: the lower ones open with it
+    while (record := client.next_record(0.0)) is not None:
+        server.receive_record(record, 0.1)
+    assert [e.stream_id for e in server.events() if isinstance(e, StreamOpened)] == ids == [0, 2, 4]
+    assert server.read(4) == b"third"
