@@ -22,6 +22,7 @@ SECTIONS = (
     ("fec", "nyx.bench.micro_fec"),
     ("transport", "nyx.bench.micro_transport"),
     ("mix", "nyx.bench.micro_mix"),
+    ("stream", "nyx.bench.micro_stream"),
 )
 """Every section and its module, in the order the table prints them."""
 
