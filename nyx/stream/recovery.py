@@ -240,23 +240,29 @@ class LossRecovery:
     Rules (why: docs/stream-recovery.md):
 
     - Loss: an ack-eliciting packet is lost once `now >= sent_at + timeout`, with `timeout` the
-      estimator's `loss_timeout_s(max_ack_delay_s)` backed off by `2 ** pto_count` (capped at
-      `max_backoff_s`). Nothing else declares loss: a later packet being acknowledged first is
-      what mix paths do every time.
+      estimator's `loss_timeout_s(max_ack_delay_s)` backed off by `2 ** (pto_count - 1)` once
+      two probes have gone unanswered (capped at `max_backoff_s`). Nothing else declares loss:
+      a later packet being acknowledged first is what mix paths do every time.
     - RTT samples: every newly acknowledged ack-eliciting packet gives one, `now - sent_at` with
       the ACK's delay (capped at `max_ack_delay_s`, as RFC 9002 does) taken out. Sampling only
       the ACK's largest packet, as RFC 9002 does, would sample the packets that overtook the
       others, a fast-biased subset, and the tail would come out short.
-    - Spurious loss: a packet declared lost is remembered for a further two timeouts; an ACK of
-      it then counts in `spurious_lost_total`, gives its (long) sample to the tail, and widens
-      the estimator's margin. It is not reported as acked: its frames were already re-queued.
+    - Spurious loss: a packet declared lost is remembered for two more timeouts; an ACK of
+      it then counts in `spurious_lost_total`, widens the estimator's margin, and gives the tail
+      a sample censored at the loss timeout (it says "at least T", not its raw value: an ACK
+      that late is most often a lost ACK repeated after a silence, e.g. a failed mix, and 8
+      raw samples of 2.4 s in a window of 256 would triple the timeout for the next 256
+      packets). It is not reported as acked: its frames were already re-queued.
     - Probe: with ack-eliciting packets in flight and nothing newly acknowledged for
-      `2 * timeout` (backed off the same way), `probe_due` says once to send one ack-eliciting
-      packet (a PING, which also carries fresh reply blocks to an exit whose pool may be dry),
-      and doubles the backoff. The clock starts at the last progress (a newly acknowledged
-      packet), the last probe, or a send after an idle spell (nothing in flight and no loss
-      since the last progress), so a path that swallows everything, retransmissions included,
-      is probed and backed off rather than flooded. Any newly acknowledged packet resets it.
+      `2 * timeout * 2 ** pto_count` (capped at `max_backoff_s`), `probe_due` says once to
+      send one ack-eliciting packet (a PING, which also carries fresh reply blocks to an exit
+      whose pool may be dry) and increments `pto_count`. The clock starts at the last progress
+      (a newly acknowledged packet), the last probe, or a send after an idle spell (nothing in
+      flight and no loss since the last progress), so a path that swallows everything,
+      retransmissions included, is probed and backed off rather than flooded. The first probe
+      leaves the loss timeout alone (a failed mix's burst is silence of about one timeout; its
+      losses should not wait twice as long); from the second on, losses back off with it. Any
+      newly acknowledged packet resets `pto_count`.
     - Persistent loss: `persistent_after` ack-eliciting packets declared lost with no packet
       sent after them acknowledged: the route is likely broken (a failed mix); the session
       should replace it.
@@ -314,15 +320,17 @@ class LossRecovery:
 
     def loss_timeout_s(self) -> float:
         """The current loss timeout, backoff included."""
-        return self._backed_off(self.estimator.loss_timeout_s(self.max_ack_delay_s))
+        return self._backed_off(self.estimator.loss_timeout_s(self.max_ack_delay_s), self.pto_count - 1)
 
-    def _backed_off(self, interval_s: float) -> float:
-        return min(interval_s * (1 << min(self.pto_count, 32)), max(interval_s, self.max_backoff_s))
+    def _backed_off(self, interval_s: float, doublings: int) -> float:
+        factor = 1 << min(max(doublings, 0), 32)
+        return min(interval_s * factor, max(interval_s, self.max_backoff_s))
 
     def _probe_at(self) -> float | None:
         if not self._in_flight or self._probe_anchor is None:
             return None
-        return self._probe_anchor + self._backed_off(2 * self.estimator.loss_timeout_s(self.max_ack_delay_s))
+        base = 2 * self.estimator.loss_timeout_s(self.max_ack_delay_s)
+        return self._probe_anchor + self._backed_off(base, self.pto_count)
 
     def on_packet_sent(self, packet: SentPacket) -> None:
         """Track a packet just sealed and sent. pns must strictly increase and times not go back."""
@@ -351,8 +359,10 @@ class LossRecovery:
         late = _take(self._lost, spans)
         ack_delay_s = min(max(0.0, ack_delay_s), self.max_ack_delay_s) if math.isfinite(ack_delay_s) else 0.0
         sample: float | None = None
+        censor_s = self.estimator.loss_timeout_s(self.max_ack_delay_s) + ack_delay_s
         for packet in sorted(acked + late, key=lambda p: p.pn):
-            adjusted = self.estimator.on_sample(max(0.0, now - packet.sent_at), ack_delay_s)
+            rtt_s = max(0.0, now - packet.sent_at)
+            adjusted = self.estimator.on_sample(min(rtt_s, censor_s) if packet.lost else rtt_s, ack_delay_s)
             if not packet.lost:
                 sample = adjusted
         for packet in acked:
@@ -369,8 +379,8 @@ class LossRecovery:
             self.pto_count = 0
             self._probe_anchor = now
             self._lost_since_progress = 0
-            newest = max(p.pn for p in acked + late)
-            while self._lost_unanswered and self._lost_unanswered[0] <= newest:
+        if spans:  # the path delivered the ACK's largest pn: losses before it are not persistent
+            while self._lost_unanswered and self._lost_unanswered[0] <= spans[-1][1]:
                 self._lost_unanswered.popleft()
         newly = sorted(acked + quiet, key=lambda p: p.pn)
         if newly and (self.largest_acked is None or newly[-1].pn > self.largest_acked):
@@ -418,10 +428,10 @@ class LossRecovery:
                 self._lost_unanswered.append(pn)
         self.lost_total += len(lost)
         self._lost_since_progress += len(lost)
-        # Forget what can no longer teach anything: lost packets two timeouts past their
-        # declaration (an ACK that late is censored), unacknowledged non-eliciting ones.
+        # Forget what can no longer teach anything: lost packets two timeouts after their
+        # declaration (an ACK later than that is ignored), non-eliciting ones after one timeout.
         while self._lost and (
-            len(self._lost) > self.max_in_flight or next(iter(self._lost.values())).sent_at + 3 * timeout <= now
+            len(self._lost) > self.max_in_flight or next(iter(self._lost.values())).lost_at + 2 * timeout <= now
         ):
             self._lost.popitem(last=False)
         while self._quiet and next(iter(self._quiet.values())).sent_at + timeout <= now:
