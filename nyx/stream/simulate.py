@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from nyx.crypto.suites import Suite
+from nyx.stream.blocks import BlockReceiver, BlockSender
 from nyx.stream.handshake import Initiator, Responder
 from nyx.stream.session import (
     Session,
@@ -90,6 +91,20 @@ class Endpoint:
     read_budget_bytes: int | None = None  # None: read everything at once; else per wake-up
     echo: bool = False  # write back what is read (the exit's `echo` service)
     closed: SessionClosed | None = None
+    fec_sender: BlockSender | None = None  # FEC blocks over this side's records
+    fec_receiver: BlockReceiver | None = None  # and over the peer's
+    _accounted: tuple[int, int] = (0, 0)  # recovery's (acked, lost) already fed to the FEC controller
+
+    def feed_fec(self) -> None:
+        """Tell the FEC controller what the session's recovery declared since the last call."""
+        if self.fec_sender is None:
+            return
+        recovery = self.session._recovery
+        acked, lost = recovery.acked_total, recovery.lost_total
+        sent = acked - self._accounted[0] + lost - self._accounted[1]
+        if sent:
+            self.fec_sender.observe(sent, lost - self._accounted[1])
+        self._accounted = (acked, lost)
 
     def pump_writes(self) -> None:
         for stream_id, pending in list(self.to_write.items()):
@@ -185,13 +200,25 @@ class SessionPair:
             ids.append(stream_id)
         return ids
 
+    def enable_fec(self, message_bytes: int = 646 - 8, max_k: int = 8, expected_loss: float = 0.05) -> None:
+        """Carry both directions' records in FEC blocks (call before any record is sent; the
+        sessions' max_record_bytes must leave room for the shard framing)."""
+        for endpoint in (self.client, self.server):
+            endpoint.fec_sender = BlockSender(message_bytes, max_k=max_k, expected_loss=expected_loss)
+            endpoint.fec_receiver = BlockReceiver()
+
     def _flush(self, name: str, endpoint: Endpoint) -> None:
         endpoint.pump_writes()
-        direction = self._paths[name]
+        endpoint.feed_fec()
+        burst = []
         while (record := endpoint.session.next_record(self.now)) is not None:
+            burst.append(record)
+        messages = endpoint.fec_sender.encode(burst) if endpoint.fec_sender is not None and burst else burst
+        direction = self._paths[name]
+        for message in messages:
             for arrival in direction.fates(self.now):
                 self._seq += 1
-                heapq.heappush(self._queue, (arrival, self._seq, name, record))
+                heapq.heappush(self._queue, (arrival, self._seq, name, message))
 
     def run(self, until_s: float, stop: Callable[[SessionPair], bool] | None = None, max_steps: int = 5_000_000) -> RunReport:
         """Advance the virtual clock until `until_s`, `stop(pair)` is true, or nothing is left."""
@@ -215,9 +242,13 @@ class SessionPair:
                 self.now = until_s
                 break
             while self._queue and self._queue[0][0] <= self.now:
-                _, _, sender, record = heapq.heappop(self._queue)
+                _, _, sender, message = heapq.heappop(self._queue)
                 receiver = self.server if sender == "client" else self.client
-                receiver.session.receive_record(record, self.now)
+                if receiver.fec_receiver is None:
+                    receiver.session.receive_record(message, self.now)
+                else:
+                    for record in receiver.fec_receiver.receive(message):
+                        receiver.session.receive_record(record, self.now)
             for endpoint in endpoints.values():
                 deadline = endpoint.session.deadline()
                 if deadline is not None and deadline <= self.now:
