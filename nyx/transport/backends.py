@@ -54,6 +54,25 @@ class Backend:
     # (version, source_cid, destination_cid, original_destination_cid, retry_token) -> a Retry
     # packet with its integrity tag (RFC 9001 5.8); both libraries name it encode_quic_retry
     encode_retry: Callable[..., bytes]
+    # the TLS alert that refused the peer's certificate (pin, chain, dates, name, signature),
+    # or None: how a failed handshake is told to be an authentication failure
+    authentication_error: Callable[[Any], Exception | None] = lambda conn: None
+
+
+AUTHENTICATION_ALERTS = ("AlertBadCertificate", "AlertCertificateExpired", "AlertUnsupportedCertificate",
+                         "AlertDecryptError")
+"""TLS alerts a client raises when the server's certificate or its proof of the key is refused
+(AlertDecryptError: the CertificateVerify signature does not verify). qh3 has no
+AlertUnsupportedCertificate."""
+
+
+def _authentication_alerts(tls: ModuleType) -> tuple[type[Exception], ...]:
+    return tuple(getattr(tls, name) for name in AUTHENTICATION_ALERTS if hasattr(tls, name))
+
+
+def _authentication_error(conn: Any) -> Exception | None:
+    """The alert our pinned TLS context recorded (both backends expose the context as `.tls`)."""
+    return getattr(getattr(conn, "tls", None), "nyx_auth_error", None)
 
 
 def available(name: str) -> bool:
@@ -74,8 +93,19 @@ def _aioquic() -> Backend:
     from aioquic.quic.connection import QuicConnection
     from aioquic.quic.packet import encode_quic_retry
 
+    auth_alerts = _authentication_alerts(aq_tls)
+    CLIENT_GROUPS = (aq_tls.Group.X25519, aq_tls.Group.SECP256R1)
+
     class PinnedContext(aq_tls.Context):
         nyx_pin: str = ""
+        nyx_auth_error: Exception | None = None
+
+        def handle_message(self, input_data: bytes, output_buf: Any) -> None:
+            try:
+                super().handle_message(input_data, output_buf)
+            except auth_alerts as exc:
+                self.nyx_auth_error = exc  # classified by type, whatever its message says
+                raise
 
         def _set_peer_certificate(self, certificate: Any) -> None:
             super()._set_peer_certificate(certificate)
@@ -94,6 +124,11 @@ def _aioquic() -> Backend:
             if self.nyx_pin is not None:
                 self.tls.__class__ = PinnedContext
                 self.tls.nyx_pin = self.nyx_pin  # type: ignore[attr-defined]
+                # Offer X25519 (and P-256) only. aioquic's default, key shares for P-256, P-384,
+                # X25519 and X448 at once, makes a qh3 server fail its first flight with "packet
+                # builder capacity exhausted" (P-256 and P-384 together suffice), which costs a
+                # 0.2 s probe timeout and more; see docs/transport.md.
+                self.tls._supported_groups = list(CLIENT_GROUPS)
 
     return Backend(
         name="aioquic",
@@ -109,6 +144,7 @@ def _aioquic() -> Backend:
         load_private_key=lambda pem: serialization.load_pem_private_key(pem, password=None),
         max_datagram_payload=1170,
         encode_retry=encode_quic_retry,
+        authentication_error=_authentication_error,
     )
 
 
@@ -121,8 +157,18 @@ def _qh3() -> Backend:
     from qh3.quic.connection import QuicConnection
     from qh3.quic.packet import encode_quic_retry
 
+    auth_alerts = _authentication_alerts(q_tls)
+
     class PinnedContext(q_tls.Context):
         nyx_pin: str = ""
+        nyx_auth_error: Exception | None = None
+
+        def handle_message(self, input_data: bytes, output_buf: Any, *more: Any, **named: Any) -> Any:
+            try:
+                return super().handle_message(input_data, output_buf, *more, **named)
+            except auth_alerts as exc:
+                self.nyx_auth_error = exc  # classified by type, whatever its message says
+                raise
 
         def _process_certificate(self, certificate: Any) -> None:
             super()._process_certificate(certificate)
@@ -163,6 +209,7 @@ def _qh3() -> Backend:
         load_private_key=load_key,
         max_datagram_payload=1170,
         encode_retry=encode_quic_retry,
+        authentication_error=_authentication_error,
     )
 
 
