@@ -90,8 +90,8 @@ async def test_real_client_gets_through_right_after_a_flood_of_forged_initials(b
         await exchange_within(a, b, got, budget_s=1.0)
         assert peak <= DEFAULT_MAX_HALF_OPEN
         # every connection left (the established one, any half-open ones) is on a timer
-        assert all(conn.timer is not None for conn in b._inbound)
-        assert b._handshake_timer is not None or not any(b.admission.is_half_open(c) for c in b._inbound)
+        assert all(conn.timer is not None for conn in b.endpoint.inbound)
+        assert b.endpoint.handshake_timer is not None or not any(b.admission.is_half_open(c) for c in b.endpoint.inbound)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -115,7 +115,7 @@ async def test_half_open_budget_evicts_oldest_and_expires_on_both_backends(backe
         assert values["transport_inbound_half_open"] == 0
         assert values["transport_inbound_connections"] == 1  # the real client, established
         assert values["transport_half_open_expired_total"] >= 1
-        assert len(b._by_cid) == len(next(iter(b._inbound)).cids)  # no routing entry left behind
+        assert len(b.endpoint.by_cid) == len(next(iter(b.endpoint.inbound)).cids)  # no routing entry left behind
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -212,7 +212,7 @@ async def test_crashed_peer_is_detected_by_silence_and_reconnected(backend, iden
         a.add_peer("b", b.address)
         b.set_handler(lambda peer, packet: None)
         await a.connect("b")
-        b._udp.close()  # a crash: the socket vanishes, no CONNECTION_CLOSE reaches a
+        b.endpoint.udp.close()  # a crash: the socket vanishes, no CONNECTION_CLOSE reaches a
         await b.close()
         b = QuicTransport("b", identities["b"], backend=backend, port=port)
         await b.listen()

@@ -45,13 +45,11 @@ TransportFactory = Callable[[NodeConfig], Transport]
 def quic_transport(config: NodeConfig) -> Transport:
     """The default transport: QUIC on the configured address, with the node's TLS identity from
     `data_dir` (created on first start; an unsafe key file raises CertificateError)."""
-    from nyx.transport.quic import QuicTransport  # only QUIC nodes pay its import
+    from nyx.transport.quic import QuicSettings, QuicTransport  # only QUIC nodes pay its import
 
     identity = load_or_create_identity(config.data_dir, config.node_id)
-    return QuicTransport(
-        config.node_id, identity, host=config.host, port=config.port, backend=config.backend,
-        queue_packets=config.queue_packets,
-    )
+    settings = QuicSettings(host=config.host, port=config.port, backend=config.backend, queue_packets=config.queue_packets)
+    return QuicTransport(config.node_id, identity, settings)
 
 
 class NodeRuntime:

@@ -1,9 +1,7 @@
-"""Outbound link state and reconnect backoff (sans-I/O).
+"""Outbound link phases and reconnect backoff (sans-I/O; the decisions are in supervisor.py).
 
 A link is this node's view of its connection to one peer: DOWN (no connection, nothing wanted),
-CONNECTING, UP, or BACKOFF (the last attempt failed; wait before retrying). The asyncio shell asks
-this object what to do and reports what happened; the policy lives here so it can be tested
-without a network.
+CONNECTING, UP, or BACKOFF (the last attempt failed; wait before retrying).
 """
 
 from __future__ import annotations
@@ -41,36 +39,3 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-@dataclass(slots=True)
-class LinkState:
-    """Phase, backoff and activity of one outbound link."""
-
-    phase: LinkPhase = LinkPhase.DOWN
-    backoff: Backoff = field(default_factory=Backoff)
-    last_activity: float = 0.0
-    attempts: int = 0
-
-    def connecting(self) -> None:
-        self.phase = LinkPhase.CONNECTING
-        self.attempts += 1
-
-    def connected(self, now: float) -> None:
-        self.phase = LinkPhase.UP
-        self.backoff.reset()
-        self.last_activity = now
-
-    def failed(self) -> float:
-        """The attempt (or the live connection) failed; return how long to wait before retrying."""
-        self.phase = LinkPhase.BACKOFF
-        return self.backoff.next_delay_s()
-
-    def closed_idle(self) -> None:
-        self.phase = LinkPhase.DOWN
-
-    def touch(self, now: float) -> None:
-        self.last_activity = now
-
-    def idle_for(self, now: float) -> float:
-        return now - self.last_activity

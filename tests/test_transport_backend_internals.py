@@ -1,0 +1,132 @@
+"""The aioquic / qh3 internals nyx.transport.backends relies on are still there.
+
+backends.py pins certificates, bounds DATAGRAM queues, reads RTTs, classifies authentication
+failures and chooses the aioquic client's key-share groups through private attributes (the
+libraries have no public API for them). pyproject.toml pins the versions these were tested on;
+this test fails loudly, naming the attribute, when an upgrade moves one.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+
+import pytest
+
+from nyx.transport.backends import available, load_backend
+from nyx.transport.certs import NodeIdentity
+from nyx.transport.driver import ConnectionFactory
+from nyx.transport.base import PeerAddress
+from nyx.transport.tickets import ClientTicketCache
+
+BACKENDS = [
+    "aioquic",
+    pytest.param("qh3", marks=pytest.mark.skipif(not available("qh3"), reason="qh3 not installed")),
+]
+
+# (what holds it, attribute) per backend; "tls" is the client's TLS context, "conn" the client
+# QuicConnection after its handshake, "Context" / "QuicConnection" the library classes.
+RELIED_ON = {
+    "aioquic": [
+        ("Context", "_set_peer_certificate"), ("Context", "handle_message"), ("QuicConnection", "_initialize"),
+        ("tls", "_peer_certificate"), ("tls", "_cadata"), ("tls", "_cafile"), ("tls", "_capath"),
+        ("tls", "_server_name"), ("tls", "_supported_groups"),
+        ("conn", "tls"), ("conn", "_datagrams_pending"), ("conn", "_loss"),
+        ("conn._loss", "_rtt_smoothed"), ("conn._loss", "_rtt_initialized"),
+    ],
+    "qh3": [
+        ("Context", "_process_certificate"), ("Context", "handle_message"), ("QuicConnection", "_create_tls"),
+        ("tls", "_peer_certificate"), ("tls", "_cadata"), ("tls", "_cafile"), ("tls", "_capath"),
+        ("tls", "_server_name"),
+        ("conn", "tls"), ("conn", "_core"),
+        ("conn._core", "bytes_in_flight"), ("conn._core", "congestion_window"), ("conn._core", "smoothed_rtt"),
+    ],
+}
+
+
+def handshake_in_memory(backend_name: str, server_identity: NodeIdentity, pin: str):
+    """A client and a server connection of `backend_name`, datagrams passed by hand until the
+    client's handshake completes (or fails). Returns (client, server, events seen by the client)."""
+    backend = load_backend(backend_name)
+    client_id = NodeIdentity.generate("client")
+    client = ConnectionFactory(backend, client_id, 30.0, False, ClientTicketCache()).client(
+        "server", PeerAddress("127.0.0.1", 2, pin)
+    )
+    server_factory = ConnectionFactory(backend, server_identity, 30.0, False, ClientTicketCache())
+    now = 1.0
+    client.connect(("127.0.0.1", 2), now=now)
+    server, events = None, []
+    for _ in range(20):
+        for data, _ in client.datagrams_to_send(now=now):
+            if server is None:
+                server = server_factory.server(data[6 : 6 + data[5]], None)
+            server.receive_datagram(data, ("127.0.0.1", 1), now=now)
+        for data, _ in server.datagrams_to_send(now=now) if server is not None else []:
+            client.receive_datagram(data, ("127.0.0.1", 2), now=now)
+        event = client.next_event()
+        while event is not None:
+            events.append(type(event).__name__)
+            event = client.next_event()
+        if "HandshakeCompleted" in events or "ConnectionTerminated" in events:
+            break
+        now += 0.01
+    return client, server, events
+
+
+def _resolve(backend_name: str, holder: str, conn):
+    if holder == "Context":
+        return importlib.import_module(f"{backend_name}.tls").Context
+    if holder == "QuicConnection":
+        return importlib.import_module(f"{backend_name}.quic.connection").QuicConnection
+    obj = conn.tls if holder == "tls" else conn
+    for part in holder.split(".")[1:]:
+        obj = getattr(obj, part)
+    return obj
+
+
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_private_attribute_backends_py_uses_is_still_there(backend):
+    server = NodeIdentity.generate("server")
+    conn, _, events = handshake_in_memory(backend, server, server.fingerprint)
+    assert "HandshakeCompleted" in events, f"{backend}: in-memory handshake did not complete: {events}"
+    version = importlib.metadata.version(backend)
+    missing = []
+    for holder, attribute in RELIED_ON[backend]:
+        try:
+            obj = _resolve(backend, holder, conn)
+        except AttributeError as exc:
+            missing.append(f"{holder} ({exc})")
+            continue
+        if not hasattr(obj, attribute):
+            missing.append(f"{holder}.{attribute}")
+    if missing:
+        pytest.fail(
+            f"{backend} {version} no longer has {', '.join(missing)}, which nyx/transport/backends.py relies on "
+            "(certificate pinning, queue bounds, RTT, key-share groups). Adapt backends.py, then move the "
+            "version pin in pyproject.toml.",
+            pytrace=False,
+        )
+    load = load_backend(backend)
+    assert load.smoothed_rtt(conn) is not None, f"{backend} {version}: smoothed_rtt reads nothing"
+    assert load.window_open(conn, 0, 1024), f"{backend} {version}: window_open is shut on an idle connection"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_wrong_pin_is_classified_as_an_authentication_error_by_type(backend):
+    server = NodeIdentity.generate("server")
+    wrong = NodeIdentity.generate("other").fingerprint
+    conn, _, events = handshake_in_memory(backend, server, wrong)
+    assert "HandshakeCompleted" not in events
+    error = load_backend(backend).authentication_error(conn)
+    alerts = importlib.import_module(f"{backend}.tls")
+    assert isinstance(error, alerts.AlertBadCertificate), f"{backend}: the pinned context recorded {error!r}"
+
+
+def test_the_aioquic_client_offers_only_x25519_and_p256():
+    from aioquic.tls import Group
+
+    server = NodeIdentity.generate("server")
+    conn, _, _ = handshake_in_memory("aioquic", server, server.fingerprint)
+    assert conn.tls._supported_groups == [Group.X25519, Group.SECP256R1]
