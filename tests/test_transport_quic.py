@@ -249,8 +249,8 @@ async def test_metric_values_use_catalogue_names_and_include_handshake_duration(
 @pytest.mark.skipif(not available("qh3"), reason="qh3 not installed")
 @pytest.mark.parametrize("client, server", [("aioquic", "qh3"), ("qh3", "aioquic")])
 async def test_backends_interoperate_and_backend_errors_are_contained(client, server, identities):
-    # An aioquic client to a qh3 server makes qh3 raise "packet builder capacity exhausted" from
-    # time to time (a known qh3 issue); it must cost a transmit turn, not the node.
+    # An aioquic client to a qh3 server still makes qh3 raise "packet builder capacity exhausted"
+    # once or twice per connection (docs/transport.md); it must cost a transmit turn, not the node.
     got: list[bytes] = []
     async with QuicTransport("a", identities["a"], backend=client) as a, QuicTransport(
         "b", identities["b"], backend=server
