@@ -134,6 +134,32 @@ def fec_effect(loss: float, seeds: int = 8) -> tuple[float, float, float, float]
     return out[0], out[1], out[2], out[3]
 
 
+def surb_overhead(loss: float, seeds: int = 4) -> tuple[float, float]:
+    """(forward SURB bytes per reply byte, SURBs spent per full reply record) for an echo of
+    5 x 20 KB over simulated 3-hop paths losing `loss` each way."""
+    import random
+
+    from nyx.stream.simulate import PathModel, SessionPair
+    from nyx.stream.surbs import SURB_BYTES, SurbPolicy
+
+    config = SessionConfig(surbs=SurbPolicy())
+    forward = reply = spent = 0
+    for seed in range(seeds):
+        path = PathModel(loss=loss)
+        pair = SessionPair(path, path, seed=seed, client_config=config, server_config=config)
+        pair.server.echo = True
+        rng = random.Random(seed)
+        ids = pair.client_sends([rng.randbytes(20_000) for _ in range(5)])
+        pair.run(3600.0, stop=lambda p: len(p.client.eof) == len(ids))
+        supply, pool = pair.client.session.surb_supply, pair.server.session.surb_pool
+        assert supply is not None and pool is not None
+        forward += supply.sent * SURB_BYTES
+        reply += sum(len(pair.client.received.get(i, b"")) for i in ids)
+        spent += pool.spent
+    full_records = reply / (SessionConfig().max_record_bytes - 28 - 8)
+    return forward / reply, spent / full_records
+
+
 def records(budget_s: float) -> list[MicroRecord]:
     ours = nyx_packets_per_cpu_s(max(budget_s, 0.5))
     quic = aioquic_packets_per_cpu_s(max(budget_s, 0.5))
@@ -142,6 +168,14 @@ def records(budget_s: float) -> list[MicroRecord]:
         MicroRecord("stream core packets per CPU-second (send, receive, ACK)", ours, "aioquic QuicConnection pair in memory", quic),
         MicroRecord(f"stream idle session: {idle:,.0f} B (sessions per GiB)", (1 << 30) / idle, "100,000 sessions in 2 GiB", 100_000 / 2),
     ]
+    for loss in (0.0, 0.05):
+        per_byte, per_record = surb_overhead(loss)
+        out.append(
+            MicroRecord(
+                f"stream SURBs at {loss:.0%} loss: {per_byte:.2f} fwd B/reply B, {per_record:.2f} spent per full record",
+                1 / per_byte, "one 552 B SURB per full 602 B reply record", 602 / 552,
+            )
+        )
     for loss in (0.05, 0.10):
         plain_s, plain_retx, fec_s, fec_retx = fec_effect(loss)
         out.append(

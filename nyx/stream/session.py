@@ -35,9 +35,12 @@ from nyx.stream.handshake.errors import CloseCode
 from nyx.stream.handshake.keys import SessionKeys
 from nyx.stream.recovery import AckTracker, LossRecovery, RecoveryError, SentPacket
 from nyx.stream.streams import FlowControlError, RecvStream, SendStream
+from nyx.stream.surbs import SurbPolicy, SurbPool, SurbSupply
 
 #: A Sphinx message carries 646 bytes; the shell's routing prefix (which session) takes 8.
 MAX_RECORD_BYTES = 646 - 8
+#: SURBs a responder keeps back from ACK-only records (for data or the request for more).
+SURB_RESERVE = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class SessionConfig:
     max_ack_delay_s: float = 0.1
     max_in_flight: int = 256  # ack-eliciting packets outstanding
     rekey: RekeyPolicy = field(default_factory=RekeyPolicy)
+    surbs: SurbPolicy | None = None  # replies travel on SURBs: the responder spends one per record
 
     def __post_init__(self) -> None:
         if self.max_record_bytes < OVERHEAD + 64:
@@ -133,7 +137,7 @@ class SessionError(Exception):
 
 
 # What a sent packet must redo if it is lost (SentPacket.frames holds these small tuples).
-_STREAM, _RESET, _STOP, _MAX_DATA, _MAX_STREAM_DATA, _MAX_STREAMS = range(6)
+_STREAM, _RESET, _STOP, _MAX_DATA, _MAX_STREAM_DATA, _MAX_STREAMS, _SURBS, _SURB_REQUEST = range(8)
 
 
 class Session:
@@ -170,6 +174,15 @@ class Session:
         self.drops: collections.Counter[str] = collections.Counter()
         self.records_sent = 0
         self.records_received = 0
+        # Reply paths: the responder holds SURBs and spends one per record; the initiator supplies them.
+        self.surb_pool: SurbPool | None = None
+        self._starved = False
+        self.surb_supply: SurbSupply | None = None
+        if config.surbs is not None:
+            if self.is_initiator:
+                self.surb_supply = SurbSupply(config.surbs)
+            else:
+                self.surb_pool = SurbPool(config.surbs)
 
     # -- streams ----------------------------------------------------------------------------------
 
@@ -293,10 +306,18 @@ class Session:
         if self.closed is not None:
             return None
         times = [self._last_received + self.config.idle_timeout_s]
-        for t in (self._recovery.deadline(), self._acks.deadline()):
-            if t is not None:
-                times.append(t)
+        recovery, acks = self._recovery.deadline(), self._acks.deadline()
+        if recovery is not None:
+            times.append(recovery)
+        if acks is not None and self._acks_may_spend_a_surb():
+            times.append(acks)  # an ACK that cannot go (no SURB) must not keep a shell's timer in the past
         return min(times)
+
+    def _acks_may_spend_a_surb(self) -> bool:
+        """Whether an ACK-only record may go now: always, except for a responder on SURBs with at
+        most one left (kept for a reply that carries data or the request for more)."""
+        pool = self.surb_pool
+        return pool is None or len(pool) > SURB_RESERVE
 
     def on_timer(self, now: float) -> None:
         if self.closed is not None:
@@ -328,6 +349,8 @@ class Session:
             return
         self.records_received += 1
         self._last_received = now
+        if self.surb_supply is not None:
+            self.surb_supply.on_reply()  # the responder spent a SURB on it
         pn = HEADER.unpack_from(record)[1]
         self._acks.on_packet(pn, now, any(F.is_ack_eliciting(frame) for frame in frames))
         for frame in frames:
@@ -379,8 +402,12 @@ class Session:
                 self._control.append((_RESET, frame.stream_id, frame.error_code, send.reset(frame.error_code)))
                 self._events.append(StreamStopped(frame.stream_id, frame.error_code))
         elif isinstance(frame, F.Surbs):
+            if self.surb_pool is not None:
+                self.surb_pool.add(frame.surbs)
             self._events.append(SurbsReceived(frame.surbs))
         elif isinstance(frame, F.SurbRequest):
+            if self.surb_supply is not None:
+                self.surb_supply.on_request(frame.count)
             self._events.append(SurbsRequested(frame.count))
         elif isinstance(frame, F.Close):
             self._finish_close(SessionClosed(frame.error_code, frame.reason, True))
@@ -436,6 +463,9 @@ class Session:
                 if send is not None:
                     send.on_lost(offset, length, fin)
                     self._schedule(stream_id)
+            elif kind == _SURBS:  # never resent (single-use); the supply counts it as gone
+                if self.surb_supply is not None:
+                    self.surb_supply.on_lost(1)
             else:  # control frames are resent with their current value
                 self._control.append(item)  # type: ignore[arg-type]
 
@@ -443,10 +473,55 @@ class Session:
         self.closed = event
         self._events.append(event)
 
+    # -- reply paths -------------------------------------------------------------------------------
+
+    def surbs_wanted(self) -> int:
+        """Initiator: SURBs to create and hand to `send_surbs` now (0 if none, or no SURB mode)."""
+        return self.surb_supply.wanted() if self.surb_supply is not None and self.closed is None else 0
+
+    def send_surbs(self, surbs: Iterable[bytes]) -> None:
+        """Initiator: send these SURBs ahead (one per record, in the next records out). A lost
+        one is not resent: it may have arrived and been used, and a SURB is single-use."""
+        blobs = list(surbs)
+        for blob in blobs:
+            self._control.append((_SURBS, blob))
+        if self.surb_supply is not None:
+            self.surb_supply.on_sent(len(blobs))
+
+    def next_reply(self, now: float) -> tuple[bytes, bytes] | None:
+        """Responder in SURB mode: (SURB, record) to send on it, or None: nothing to send, or no
+        SURB left (the reply waits; a request went out while SURBs remained)."""
+        pool = self.surb_pool
+        if pool is None:
+            raise SessionError("this session does not send on SURBs; use next_record")
+        if not len(pool):
+            waiting = self.closed is None and (self._has_eliciting() or self._close is not None)
+            if waiting and not self._starved:
+                self.drops["surb_starved"] += 1  # once per episode of replies waiting for SURBs
+            self._starved = waiting
+            return None
+        self._starved = False
+        count = pool.request(now)
+        if count:
+            self._control.appendleft((_SURB_REQUEST, count))
+        if not self._acks_may_spend_a_surb() and not self._has_eliciting() and self._close is None:
+            return None  # only an ACK is due: it waits for a record with data, or for more SURBs
+        record = self._next_record(now)
+        if record is None:
+            return None
+        surb = pool.take()
+        assert surb is not None
+        return surb, record
+
     # -- sending ----------------------------------------------------------------------------------
 
     def next_record(self, now: float) -> bytes | None:
         """The next sealed record to send, or None when nothing needs sending now."""
+        if self.surb_pool is not None:
+            raise SessionError("this side answers on SURBs: use next_reply, which pairs each record with one")
+        return self._next_record(now)
+
+    def _next_record(self, now: float) -> bytes | None:
         if self.closed is not None:
             return None
         room = self.config.max_record_bytes - OVERHEAD
@@ -462,12 +537,24 @@ class Session:
         sendable = self._has_eliciting()
         if not (ack_due or sendable):
             return None
-        if self._acks.largest is not None and (ack_due or sendable):
+        if self._acks.largest is not None:
             ranges, delay_s = self._acks.build(now)
             if ranges:
                 ack = F.Ack(tuple(ranges), int(delay_s * 1e6))
                 frames.append(ack)
                 room -= F.frame_size(ack)
+        self._fill(frames, redo, room)
+        if sendable and len(frames) == 1 and isinstance(frames[0], F.Ack):
+            # Something waits but did not fit beside the ACK (a SURB beside many ranges): send it
+            # alone and let the ACK ride the next record, or the same ACK would go out for ever.
+            frames = []
+            self._fill(frames, redo, self.config.max_record_bytes - OVERHEAD)
+        if not frames:
+            return None
+        return self._seal(frames, tuple(redo), now)
+
+    def _fill(self, frames: list[F.Frame], redo: list[tuple], room: int) -> None:
+        """Control frames, a probe's PING, then stream data, as far as `room` allows."""
         room = self._add_control(frames, redo, room)
         if self._ping:
             frames.append(F.Ping())
@@ -475,9 +562,6 @@ class Session:
             self._ping = False
         if self._recovery.can_send():
             self._add_stream_frames(frames, redo, room)
-        if not frames:
-            return None
-        return self._seal(frames, tuple(redo), now)
 
     def _has_eliciting(self) -> bool:
         if self._control or self._ping:
@@ -522,6 +606,10 @@ class Session:
         if kind == _STOP:
             recv = self._recv.get(item[1])
             return None if recv is None or recv.final_size is not None else F.StopSending(item[1], item[2])
+        if kind == _SURBS:
+            return F.Surbs((item[1],))
+        if kind == _SURB_REQUEST:
+            return F.SurbRequest(item[1])
         return None
 
     def _add_stream_frames(self, frames: list[F.Frame], redo: list[tuple], room: int) -> None:

@@ -186,6 +186,9 @@ class SessionPair:
         }
         self._queue: list[tuple[float, int, str, bytes]] = []
         self._seq = 0
+        self._surb_counter = 0
+        self.surbs_created: set[bytes] = set()
+        self.surbs_spent: set[bytes] = set()
         self.on_step: Callable[[SessionPair], None] | None = None
 
     def client_sends(self, payloads: dict[int, bytes] | list[bytes], finish: bool = True) -> list[int]:
@@ -210,9 +213,24 @@ class SessionPair:
     def _flush(self, name: str, endpoint: Endpoint) -> None:
         endpoint.pump_writes()
         endpoint.feed_fec()
+        session = endpoint.session
+        wanted = session.surbs_wanted()
+        if wanted:  # stand-ins for real SURBs: unique 552-byte blobs, checked single-use below
+            blobs = [self._surb_counter.to_bytes(8, "big") + bytes(544) for self._surb_counter in
+                     range(self._surb_counter + 1, self._surb_counter + 1 + wanted)]
+            self.surbs_created.update(blobs)
+            session.send_surbs(blobs)
         burst = []
-        while (record := endpoint.session.next_record(self.now)) is not None:
-            burst.append(record)
+        if session.surb_pool is not None:
+            while (reply := session.next_reply(self.now)) is not None:
+                surb, record = reply
+                if surb not in self.surbs_created or surb in self.surbs_spent:
+                    raise AssertionError("a reply went out on a SURB the client never sent, or twice")
+                self.surbs_spent.add(surb)
+                burst.append(record)
+        else:
+            while (record := session.next_record(self.now)) is not None:
+                burst.append(record)
         messages = endpoint.fec_sender.encode(burst) if endpoint.fec_sender is not None and burst else burst
         direction = self._paths[name]
         for message in messages:

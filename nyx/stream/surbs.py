@@ -1,0 +1,122 @@
+"""Reply-path accounting: the exit answers an anonymous client only on reply blocks (SURBs) the
+client sent ahead, so both ends keep books.
+
+`SurbPool` (the side that cannot address its peer, the exit): the SURBs it holds, bounded; one is
+spent per record sent (data, ACK or window update alike). When the pool falls to `low_water` it
+asks for enough to refill to `target` (a SURB_REQUEST frame), at most once per `request_gap_s`,
+so it asks before it runs dry, not after; a full pool refuses extra SURBs (counted) rather than
+grow.
+
+`SurbSupply` (the client): how many SURBs the exit holds by its reckoning (sent minus replies
+received on them), the request it still owes, and how many to send now. It sends `initial` with
+the session's first records, tops up when a request comes, and keeps the exit at `target` when
+replies flow (each reply consumed one).
+
+Costs, per reply: a SURB is 552 bytes; a forward record carries one (its frame adds 4), so about
+0.9 forward bytes per reply byte when every reply record is full. The design keeps the forward
+side cheap by (1) riding SURBs in cover slots the client sends anyway (the wire does not change,
+so those bytes are free), (2) batching ACKs on the exit (one ACK record spends a SURB; ACKs go
+every 8 packets or 100 ms, and piggyback on data), and (3) bounding the pool so SURBs do not
+expire unused in large numbers when a session goes quiet (a SURB dies with its mixes' key epoch).
+"""
+
+from __future__ import annotations
+
+import collections
+from dataclasses import dataclass
+
+#: Encoded SURB size of the default mix format (first hop 16 + seed 32 + header 504).
+SURB_BYTES = 552
+
+
+@dataclass(frozen=True, slots=True)
+class SurbPolicy:
+    capacity: int = 64  # SURBs the exit holds at most, per session
+    low_water: int = 16  # ask for more at or below this
+    target: int = 48  # ask for enough to reach this
+    initial: int = 24  # the client sends this many with its first records
+    request_gap_s: float = 0.5  # at most one request per this long
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.low_water < self.target <= self.capacity:
+            raise ValueError(f"SURB policy needs 0 <= low_water < target <= capacity, got {self}")
+
+
+class SurbPool:
+    """The exit's SURBs for one session."""
+
+    __slots__ = ("policy", "_surbs", "_last_request", "received", "spent", "refused", "requested")
+
+    def __init__(self, policy: SurbPolicy = SurbPolicy()) -> None:
+        self.policy = policy
+        self._surbs: collections.deque[bytes] = collections.deque()
+        self._last_request = -float("inf")
+        self.received = self.spent = self.refused = self.requested = 0
+
+    def __len__(self) -> int:
+        return len(self._surbs)
+
+    def add(self, surbs: tuple[bytes, ...]) -> None:
+        room = self.policy.capacity - len(self._surbs)
+        self._surbs.extend(surbs[:room])
+        self.received += min(len(surbs), max(room, 0))
+        self.refused += max(0, len(surbs) - max(room, 0))
+
+    def take(self) -> bytes | None:
+        """One SURB for the next record, or None (the reply waits for the client)."""
+        if not self._surbs:
+            return None
+        self.spent += 1
+        return self._surbs.popleft()
+
+    def request(self, now: float) -> int:
+        """How many SURBs to ask for now (0: none): when at or below low water, once per gap."""
+        if len(self._surbs) > self.policy.low_water or now - self._last_request < self.policy.request_gap_s:
+            return 0
+        self._last_request = now
+        count = self.policy.target - len(self._surbs)
+        self.requested += count
+        return count
+
+
+class SurbSupply:
+    """The client's reckoning of the exit's pool."""
+
+    __slots__ = ("policy", "sent", "lost", "replies", "owed", "_started")
+
+    def __init__(self, policy: SurbPolicy = SurbPolicy()) -> None:
+        self.policy = policy
+        self.sent = 0  # SURBs handed to the session to send
+        self.lost = 0  # in records declared lost (they may have arrived: then the exit asks less)
+        self.replies = 0  # records received from the exit (each spent one SURB)
+        self.owed = 0  # requested by the exit and not yet sent
+        self._started = False
+
+    @property
+    def held_by_exit(self) -> int:
+        """SURBs the exit should still hold: sent, minus those in records declared lost, minus
+        those spent on replies. Counting lost ones as gone matters: an exit with no SURB cannot
+        even ask for more, so the client must notice by itself."""
+        return max(0, self.sent - self.lost - self.replies)
+
+    def on_lost(self, count: int) -> None:
+        self.lost += count
+
+    def on_request(self, count: int) -> None:
+        self.owed = max(self.owed, count)
+
+    def on_reply(self) -> None:
+        self.replies += 1
+
+    def wanted(self) -> int:
+        """SURBs to create and send now."""
+        if not self._started:
+            return self.policy.initial
+        held = self.held_by_exit
+        topping = self.policy.target - held if held <= self.policy.low_water else 0
+        return max(self.owed, topping)
+
+    def on_sent(self, count: int) -> None:
+        self._started = True
+        self.sent += count
+        self.owed = max(0, self.owed - count)
