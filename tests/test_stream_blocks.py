@@ -59,3 +59,37 @@ def test_fec_delivers_exactly_and_saves_retransmissions_on_a_lossy_path(loss: fl
             total += recovery.lost_total - recovery.spurious_lost_total  # real retransmissions
         retransmitted[fec] = total
     assert retransmitted[True] < retransmitted[False]
+
+
+def test_the_receiver_reports_raw_shard_loss_of_settled_blocks_including_blocks_lost_whole() -> None:
+    sender, receiver = BlockSender(MESSAGE, max_k=4, expected_loss=0.1), BlockReceiver(settle_blocks=2, report_shards=1)
+    blocks = [sender.encode([bytes([b, i]) for i in range(4)]) for b in range(12)]
+    size = len(blocks[0])
+    dropped = {(3, 0), (3, 5), (5, 1)}  # two shards of block 3, one of block 5
+    for number, messages in enumerate(blocks):
+        if number == 7:
+            continue  # block 7 lost whole: seen only as a gap in block numbers
+        for index, message in enumerate(messages):
+            if (number, index) not in dropped:
+                receiver.receive(message)
+    expected, received = receiver.take_report() or (0, 0)
+    assert expected == 10 * size  # blocks 0..9 settled (two newer ones seen)
+    assert received == expected - 3 - size
+    assert receiver.take_report() is None
+
+
+def test_fec_learns_the_paths_raw_loss_from_the_peers_reports() -> None:
+    config = SessionConfig(max_record_bytes=MESSAGE - FEC_OVERHEAD)
+    path = PathModel(loss=0.10)
+    pair = SessionPair(path, path, seed=5, client_config=config, server_config=config)
+    pair.enable_fec(MESSAGE, expected_loss=0.01)  # a prior far below the truth
+    rng = random.Random(5)
+    payloads = [rng.randbytes(10_000) for _ in range(20)]
+    ids = pair.client_sends(payloads)
+    pair.run(600.0, stop=lambda p: len(p.server.eof) == len(ids))
+    assert [bytes(pair.server.received[i]) for i in ids] == payloads
+    sender = pair.client.fec_sender
+    assert sender is not None
+    estimates = [controller.loss_rate for controller in sender._controllers.values()]
+    # FEC repaired most losses, yet the estimate moved from 1% toward the raw 10%
+    assert max(estimates) > 0.04

@@ -24,6 +24,7 @@ from nyx.stream.frames import (
     ResetStream,
     StopSending,
     Stream,
+    FecReport,
     SurbRequest,
     Surbs,
     decode_varint,
@@ -78,6 +79,7 @@ frames = st.one_of(
     st.builds(Close, varints, st.text(max_size=60)),
     st.builds(Surbs, st.lists(st.binary(max_size=600), max_size=3).map(tuple)),
     st.builds(SurbRequest, varints),
+    varints.flatmap(lambda e: st.integers(0, e).map(lambda r: FecReport(e, r))),
 )
 
 
@@ -117,6 +119,7 @@ EXAMPLES = [
     Surbs((bytes(range(256)) * 2 + bytes(40),)),
     Surbs((b"a", b"", b"bc")),
     SurbRequest(16),
+    FecReport(80, 72),
 ]
 
 # ------------------------------------------------------------------------------------- round trip
@@ -468,7 +471,7 @@ def test_an_empty_payload_is_refused_on_parse() -> None:
     assert error.value.reason == "value"
 
 
-@pytest.mark.parametrize("frame_type", [0x03, 0x06, 0x07, 0x13, 0x1D, 0x2F, 0x32, 0x3F])
+@pytest.mark.parametrize("frame_type", [0x03, 0x06, 0x07, 0x13, 0x1D, 0x2F, 0x33, 0x3F])
 def test_an_unknown_frame_type_is_refused(frame_type: int) -> None:
     with pytest.raises(FrameError) as error:
         parse_frames(bytes([frame_type, 0, 0, 0]))
@@ -534,8 +537,17 @@ def test_encode_frame_refuses_what_is_not_a_frame() -> None:
         (MaxStreams(1), True),
         (Surbs(()), True),
         (SurbRequest(1), True),
+        (FecReport(10, 9), False),
     ],
     ids=repr,
 )
-def test_every_frame_but_ack_padding_and_close_is_ack_eliciting(frame: Frame, eliciting: bool) -> None:
+def test_every_frame_but_ack_padding_close_and_fec_report_is_ack_eliciting(frame: Frame, eliciting: bool) -> None:
     assert is_ack_eliciting(frame) is eliciting
+
+
+def test_a_fec_report_of_more_shards_received_than_expected_is_refused_both_ways() -> None:
+    with pytest.raises(ValueError, match="received out of"):
+        encode_frame(FecReport(3, 4))
+    with pytest.raises(FrameError) as error:
+        parse_frames(b"\x32\x03\x04")
+    assert error.value.reason == "value"

@@ -28,6 +28,7 @@ from nyx.stream.frames import (
     ResetStream,
     StopSending,
     Stream,
+    FecReport,
     SurbRequest,
     Surbs,
     decode_varint,
@@ -81,6 +82,7 @@ frames = st.one_of(
     st.builds(Close, varints, st.text(max_size=20)),
     st.builds(Surbs, st.lists(st.binary(max_size=30), max_size=3).map(tuple)),
     st.builds(SurbRequest, varints),
+    varints.flatmap(lambda e: st.integers(0, e).map(lambda r: FecReport(e, r))),
 )
 frame_lists = st.lists(frames, min_size=1, max_size=6)
 

@@ -11,10 +11,13 @@ to the decoder; when a block becomes decodable with records missing, the rebuilt
 A rebuilt record is opened by the record layer like any other, so FEC can never forge a packet
 (docs/fec.md, "Integrity"): a corrupted or forged shard yields a record that fails to open.
 
-m comes from `nyx.fec.RedundancyController` for the burst's k, fed with the loss the session's
-recovery declares (`observe`). That is the loss left after FEC, so it under-reports the path's
-raw loss; the controller's prior (`expected_loss`) keeps m from collapsing to nothing. Feeding it
-the receiver's raw shard loss needs a feedback frame, which is not there yet.
+m comes from `nyx.fec.RedundancyController` for the burst's k, fed with the path's raw shard
+loss, which only the receiver sees: `BlockReceiver` counts, per block, the shards it got out of
+the k + m the header announces, settles a block once `settle_blocks` newer ones have been seen
+(shards of one block arrive in any order and late), and `take_report()` hands the totals to the
+session, which sends them in a FEC_REPORT frame; the sender's shell passes the peer's report to
+`BlockSender.observe`. A block none of whose shards arrived is invisible; it is counted from
+the gap in block numbers at the size of the last block seen.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ class BlockSender:
         return out
 
     def observe(self, sent: int, lost: int) -> None:
-        """Loss the session's recovery declared among `sent` records (feeds every k's controller)."""
+        """The peer's report: `lost` of `sent` shards did not arrive (feeds every k's controller)."""
         for controller in self._controllers.values():
             controller.observe(sent, lost)
 
@@ -71,10 +74,18 @@ class BlockSender:
 class BlockReceiver:
     """Data and parity messages in, in any order; records out as soon as they are known."""
 
-    def __init__(self, max_open_blocks: int = 64) -> None:
+    def __init__(self, max_open_blocks: int = 64, settle_blocks: int = 8, report_shards: int = 64) -> None:
         self._decoder = BlockDecoder(max_open_blocks)
         self.recovered = 0
         self.malformed = 0
+        self.settle_blocks = settle_blocks
+        self.report_shards = report_shards
+        self._seen: dict[int, tuple[int, set[int]]] = {}  # block -> (k + m, indices received)
+        self._newest = -1
+        self._settled_through = -1  # every block up to this number is counted
+        self._last_size = 0
+        self._expected = 0
+        self._received = 0
 
     def receive(self, message: bytes) -> list[bytes]:
         """The records this message makes known: its own (a data shard), and any rebuilt ones."""
@@ -85,8 +96,41 @@ class BlockReceiver:
         except FecError:
             self.malformed += 1  # a counted drop: the session never sees it
             return []
+        self._count(shard)
         if block is None:
             return own
         rebuilt = [block.payloads[i] for i in block.recovered]
         self.recovered += len(rebuilt)
         return own + rebuilt
+
+    def _count(self, shard: Shard) -> None:
+        if shard.block <= self._settled_through:
+            return  # a late shard of a settled block: its loss was already reported
+        entry = self._seen.get(shard.block)
+        if entry is None:
+            entry = self._seen[shard.block] = (shard.k + shard.m, set())
+        entry[1].add(shard.index)
+        if shard.block > self._newest:
+            self._newest = shard.block
+            self._settle(self._newest - self.settle_blocks)
+
+    def _settle(self, through: int) -> None:
+        for number in range(self._settled_through + 1, through + 1):
+            entry = self._seen.pop(number, None)
+            if entry is None:  # no shard of it arrived at all
+                self._expected += self._last_size
+                continue
+            size, indices = entry
+            self._last_size = size
+            self._expected += size
+            self._received += len(indices)
+        self._settled_through = max(self._settled_through, through)
+
+    def take_report(self) -> tuple[int, int] | None:
+        """(shards expected, shards received) over the blocks settled since the last report,
+        once they reach `report_shards`; None until then."""
+        if self._expected < self.report_shards:
+            return None
+        report = (self._expected, self._received)
+        self._expected = self._received = 0
+        return report

@@ -21,6 +21,7 @@ Varints (RFC 9000 section 16): the top two bits of the first byte give the lengt
     0x1c  Close          error_code, reason_length, reason (UTF-8, at most 200 bytes)
     0x30  Surbs          count, (length, surb bytes)*
     0x31  SurbRequest    count
+    0x32  FecReport      shards_expected, shards_received (FEC shards of the peer's blocks, raw loss)
 
 Ack ranges are inclusive (low, high), sorted by high descending, with at least one missing packet
 between two ranges; on the wire, as in QUIC, first_range_len = high0 - low0 and each following
@@ -215,14 +216,28 @@ class SurbRequest:
     count: int
 
 
-Frame = Padding | Ping | Ack | ResetStream | StopSending | Stream | MaxData | MaxStreamData | MaxStreams | Close | Surbs | SurbRequest
+@dataclass(frozen=True, slots=True)
+class FecReport:
+    """The receiver's raw shard loss since its last report: of `shards_expected` FEC shards of
+    the peer's blocks, `shards_received` arrived. The sender's redundancy controller needs the
+    loss *before* FEC repaired it, which only the receiver sees."""
+
+    shards_expected: int
+    shards_received: int
+
+
+Frame = (
+    Padding | Ping | Ack | ResetStream | StopSending | Stream | MaxData | MaxStreamData | MaxStreams | Close | Surbs
+    | SurbRequest | FecReport
+)
 
 _PING: Final = Ping()
 
 
 def is_ack_eliciting(frame: Frame) -> bool:
-    """Whether receiving `frame` obliges an Ack: everything except Ack, Padding and Close."""
-    return not isinstance(frame, (Ack, Padding, Close))
+    """Whether receiving `frame` obliges an Ack: everything except Ack, Padding, Close and
+    FecReport (a lost report is simply superseded by the next)."""
+    return not isinstance(frame, (Ack, Padding, Close, FecReport))
 
 
 # --------------------------------------------------------------------------------------- encoding
@@ -295,6 +310,12 @@ def _encode_surbs(frame: Surbs) -> bytes:
     return b"".join(parts)
 
 
+def _encode_fec_report(frame: FecReport) -> bytes:
+    if frame.shards_received > frame.shards_expected:
+        raise ValueError(f"FEC report of {frame.shards_received} received out of {frame.shards_expected} expected")
+    return b"\x32" + _v(frame.shards_expected) + _v(frame.shards_received)
+
+
 _ENCODERS: Final[dict[type, Callable[..., bytes]]] = {
     Stream: lambda f: _encode_stream(f, True),
     Ack: _encode_ack,
@@ -308,6 +329,7 @@ _ENCODERS: Final[dict[type, Callable[..., bytes]]] = {
     Close: _encode_close,
     Surbs: _encode_surbs,
     SurbRequest: lambda f: b"\x31" + _v(f.count),
+    FecReport: _encode_fec_report,
 }
 
 
@@ -384,6 +406,7 @@ _SIZES: Final[dict[type, Callable[..., int]]] = {
     MaxStreams: lambda f: 1 + varint_size(f.limit),
     MaxStreamData: lambda f: 1 + varint_size(f.stream_id) + varint_size(f.limit),
     SurbRequest: lambda f: 1 + varint_size(f.count),
+    FecReport: lambda f: 1 + varint_size(f.shards_expected) + varint_size(f.shards_received),
 }
 
 
@@ -510,6 +533,14 @@ def _parse_surb_request(data: bytes, pos: int, end: int, frame_type: int) -> tup
     return SurbRequest(count), pos
 
 
+def _parse_fec_report(data: bytes, pos: int, end: int, frame_type: int) -> tuple[Frame, int]:
+    expected, pos = _varint(data, pos, end)
+    received, pos = _varint(data, pos, end)
+    if received > expected:
+        raise FrameError("value", f"FEC report of {received} shards received out of {expected} expected")
+    return FecReport(expected, received), pos
+
+
 _PARSERS: Final[dict[int, _Parser]] = {
     0x00: _parse_padding,
     0x01: _parse_ping,
@@ -523,6 +554,7 @@ _PARSERS: Final[dict[int, _Parser]] = {
     0x1C: _parse_close,
     0x30: _parse_surbs,
     0x31: _parse_surb_request,
+    0x32: _parse_fec_report,
 }
 
 

@@ -118,6 +118,15 @@ class SurbsRequested:
 
 
 @dataclass(frozen=True, slots=True)
+class FecLossReported:
+    """The peer got `shards_received` of `shards_expected` FEC shards of our blocks (raw loss,
+    before FEC): the shell feeds it to its `BlockSender`."""
+
+    shards_expected: int
+    shards_received: int
+
+
+@dataclass(frozen=True, slots=True)
 class SessionClosed:
     """The session ended: by the peer's CLOSE, ours, a protocol error, or the idle timeout."""
 
@@ -128,7 +137,7 @@ class SessionClosed:
 
 Event = (
     StreamOpened | StreamReadable | StreamWritable | StreamReset | StreamStopped | SurbsReceived | SurbsRequested
-    | SessionClosed
+    | FecLossReported | SessionClosed
 )
 
 
@@ -137,7 +146,7 @@ class SessionError(Exception):
 
 
 # What a sent packet must redo if it is lost (SentPacket.frames holds these small tuples).
-_STREAM, _RESET, _STOP, _MAX_DATA, _MAX_STREAM_DATA, _MAX_STREAMS, _SURBS, _SURB_REQUEST = range(8)
+_STREAM, _RESET, _STOP, _MAX_DATA, _MAX_STREAM_DATA, _MAX_STREAMS, _SURBS, _SURB_REQUEST, _FEC_REPORT = range(9)
 
 
 class Session:
@@ -409,6 +418,8 @@ class Session:
             if self.surb_supply is not None:
                 self.surb_supply.on_request(frame.count)
             self._events.append(SurbsRequested(frame.count))
+        elif isinstance(frame, F.FecReport):
+            self._events.append(FecLossReported(frame.shards_expected, frame.shards_received))
         elif isinstance(frame, F.Close):
             self._finish_close(SessionClosed(frame.error_code, frame.reason, True))
 
@@ -463,6 +474,8 @@ class Session:
                 if send is not None:
                     send.on_lost(offset, length, fin)
                     self._schedule(stream_id)
+            elif kind == _FEC_REPORT:
+                pass  # superseded by the next report
             elif kind == _SURBS:  # never resent (single-use); the supply counts it as gone
                 if self.surb_supply is not None:
                     self.surb_supply.on_lost(1)
@@ -487,6 +500,11 @@ class Session:
             self._control.append((_SURBS, blob))
         if self.surb_supply is not None:
             self.surb_supply.on_sent(len(blobs))
+
+    def report_fec(self, shards_expected: int, shards_received: int) -> None:
+        """Tell the peer its FEC shards' raw loss (from `BlockReceiver.take_report`)."""
+        if self.closed is None and self._close is None:
+            self._control.append((_FEC_REPORT, shards_expected, shards_received))
 
     def next_reply(self, now: float) -> tuple[bytes, bytes] | None:
         """Responder in SURB mode: (SURB, record) to send on it, or None: nothing to send, or no
@@ -610,6 +628,8 @@ class Session:
             return F.Surbs((item[1],))
         if kind == _SURB_REQUEST:
             return F.SurbRequest(item[1])
+        if kind == _FEC_REPORT:
+            return F.FecReport(item[1], item[2])
         return None
 
     def _add_stream_frames(self, frames: list[F.Frame], redo: list[tuple], room: int) -> None:

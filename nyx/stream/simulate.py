@@ -23,6 +23,7 @@ from nyx.crypto.suites import Suite
 from nyx.stream.blocks import BlockReceiver, BlockSender
 from nyx.stream.handshake import Initiator, Responder
 from nyx.stream.session import (
+    FecLossReported,
     Session,
     SessionClosed,
     SessionConfig,
@@ -93,18 +94,11 @@ class Endpoint:
     closed: SessionClosed | None = None
     fec_sender: BlockSender | None = None  # FEC blocks over this side's records
     fec_receiver: BlockReceiver | None = None  # and over the peer's
-    _accounted: tuple[int, int] = (0, 0)  # recovery's (acked, lost) already fed to the FEC controller
 
     def feed_fec(self) -> None:
-        """Tell the FEC controller what the session's recovery declared since the last call."""
-        if self.fec_sender is None:
-            return
-        recovery = self.session._recovery
-        acked, lost = recovery.acked_total, recovery.lost_total
-        sent = acked - self._accounted[0] + lost - self._accounted[1]
-        if sent:
-            self.fec_sender.observe(sent, lost - self._accounted[1])
-        self._accounted = (acked, lost)
+        """Report the peer's shard loss we saw, in a FEC_REPORT frame."""
+        if self.fec_receiver is not None and (report := self.fec_receiver.take_report()) is not None:
+            self.session.report_fec(*report)
 
     def pump_writes(self) -> None:
         for stream_id, pending in list(self.to_write.items()):
@@ -122,6 +116,9 @@ class Endpoint:
                 self._read(event.stream_id)
             elif isinstance(event, StreamWritable):
                 pass  # pump_writes runs after every step
+            elif isinstance(event, FecLossReported):
+                if self.fec_sender is not None:
+                    self.fec_sender.observe(event.shards_expected, event.shards_expected - event.shards_received)
             elif isinstance(event, SessionClosed):
                 self.closed = event
 
