@@ -154,3 +154,78 @@ def test_the_peer_learns_of_each_stream_it_did_not_open() -> None:
         server.receive_record(record, 0.1)
     assert [e.stream_id for e in server.events() if isinstance(e, StreamOpened)] == ids == [0, 2, 4]
     assert server.read(4) == b"third"
+
+
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule  # noqa: E402
+
+
+class LossyEchoSessions(RuleBasedStateMachine):
+    """Any interleaving of opening streams, writing, finishing, resetting, reading slowly and
+    time passing over a path that loses, reorders and duplicates: what arrives on each stream is
+    always a prefix of what was written, and finished streams arrive whole."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        path = PathModel(loss=0.15, duplicate=0.05)
+        config = SessionConfig(stream_window_bytes=8192, session_window_bytes=32768, stream_buffer_bytes=4096,
+                               rekey=RekeyPolicy(max_records=25))
+        self.pair = SessionPair(path, path, seed=11, client_config=config, server_config=config)
+        self.pair.server.read_budget_bytes = 3000  # a reader slower than the writer
+        self.written: dict[int, bytearray] = {}
+        self.finished: set[int] = set()
+        self.reset: set[int] = set()
+        self.rng = random.Random(3)
+
+    @initialize(sizes=st.lists(st.integers(1, 30_000), min_size=1, max_size=3))
+    def start_with_streams(self, sizes: list[int]) -> None:
+        for size in sizes:
+            self.open_stream()
+            stream_id = max(self.written)
+            data = self.rng.randbytes(size)
+            self.written[stream_id] += data
+            self.pair.client.to_write[stream_id] = bytearray(data)
+
+    @precondition(lambda self: len(self.written) < 8)
+    @rule()
+    def open_stream(self) -> None:
+        [stream_id] = self.pair.client_sends([b""], finish=False)
+        self.written[stream_id] = bytearray()
+
+    @precondition(lambda self: any(i not in self.finished | self.reset for i in self.written))
+    @rule(size=st.integers(1, 20_000), pick=st.integers(0, 7))
+    def write(self, size: int, pick: int) -> None:
+        open_ids = [i for i in self.written if i not in self.finished | self.reset]
+        stream_id = open_ids[pick % len(open_ids)]
+        data = self.rng.randbytes(size)
+        self.written[stream_id] += data
+        self.pair.client.to_write.setdefault(stream_id, bytearray()).extend(data)
+
+    @precondition(lambda self: any(i not in self.finished | self.reset for i in self.written))
+    @rule(pick=st.integers(0, 7))
+    def finish(self, pick: int) -> None:
+        open_ids = [i for i in self.written if i not in self.finished | self.reset]
+        stream_id = open_ids[pick % len(open_ids)]
+        self.pair.client.finish_after.add(stream_id)
+        self.pair.client.to_write.setdefault(stream_id, bytearray())
+        self.finished.add(stream_id)
+
+    @rule(seconds=st.floats(0.05, 5.0))
+    def time_passes(self, seconds: float) -> None:
+        self.pair.run(self.pair.now + seconds)
+
+    @invariant()
+    def what_arrived_is_a_prefix_of_what_was_written(self) -> None:
+        for stream_id, data in self.written.items():
+            got = bytes(self.pair.server.received.get(stream_id, b""))
+            assert bytes(data[: len(got)]) == got
+        assert self.pair.client.closed is None and self.pair.server.closed is None
+
+    def teardown(self) -> None:
+        self.pair.server.read_budget_bytes = None
+        self.pair.run(self.pair.now + 3600.0, stop=lambda p: self.finished <= p.server.eof)
+        for stream_id in self.finished:
+            assert bytes(self.pair.server.received.get(stream_id, b"")) == bytes(self.written[stream_id])
+
+
+LossyEchoSessions.TestCase.settings = settings(max_examples=40, stateful_step_count=20)
+test_any_interleaving_of_stream_operations_over_a_lossy_path = LossyEchoSessions.TestCase
