@@ -39,7 +39,7 @@ import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +351,149 @@ class Socks5ServerConnection:
             request = ConnectRequest(raw[1:].decode("ascii"), port, "domain")
         self._state = SocksState.AWAITING_REPLY
         return request
+
+
+# ---------------------------------------------------------------------------------- asyncio shell
+
+_CHUNK_BYTES: Final = 64 * 1024
+
+
+class ByteReader(Protocol):
+    """What `serve_socks5` reads from: an asyncio.StreamReader, or a mixnet stream's reader."""
+
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class ByteWriter(Protocol):
+    """What `serve_socks5` writes to: an asyncio.StreamWriter, or a mixnet stream's writer."""
+
+    def write(self, data: bytes) -> None: ...
+    async def drain(self) -> None: ...
+    def can_write_eof(self) -> bool: ...
+    def write_eof(self) -> None: ...
+    def close(self) -> None: ...
+    async def wait_closed(self) -> None: ...
+
+
+Connect = Callable[[ConnectRequest], Awaitable[tuple[ByteReader, ByteWriter]]]
+
+
+async def serve_socks5(
+    host: str,
+    port: int,
+    connect: Connect,
+    *,
+    handshake_timeout_s: float = 10.0,
+    on_listening: Callable[[tuple[str, int]], None] | None = None,
+) -> None:
+    """Serve SOCKS5 on host:port until cancelled. For each request, `await connect(request)` opens
+    the stream (its exception becomes the reply through `reply_for`), then bytes flow both ways,
+    each write awaiting `drain()` so a slow side slows the other instead of filling memory.
+
+    Every connection is a task of this call's TaskGroup: cancelling `serve_socks5` cancels every
+    relay and closes every socket. `on_listening` gets the bound (host, port), useful with port 0.
+    A client that has not sent a whole request after `handshake_timeout_s` is dropped.
+    """
+    async with asyncio.TaskGroup() as connections:
+
+        def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connections.create_task(_serve_client(reader, writer, connect, handshake_timeout_s))
+
+        server = await asyncio.start_server(on_client, host, port)
+        try:
+            if on_listening is not None:
+                on_listening(server.sockets[0].getsockname()[:2])
+            await asyncio.Future()  # until cancelled
+        finally:
+            server.close()
+
+
+async def _serve_client(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, connect: Connect, handshake_timeout_s: float
+) -> None:
+    conn = Socks5ServerConnection()
+    try:
+        async with asyncio.timeout(handshake_timeout_s):
+            request = await _read_request(conn, reader, writer)
+        if request is None:
+            return
+        try:
+            destination_reader, destination_writer = await connect(request)
+        except Exception as exc:  # the connect callback's failure is the reply, not our crash
+            conn.refuse(reply_for(exc))
+            writer.write(conn.data_to_send())
+            await writer.drain()
+            log.info("socks: connect failed (%s)", failure_of(exc).value)  # no destination in logs
+            return
+        try:
+            early = conn.accept()
+            writer.write(conn.data_to_send())
+            await _relay(conn, early, reader, writer, destination_reader, destination_writer)
+        finally:
+            await _close(destination_writer)
+    except SocksProtocolError as exc:
+        writer.write(conn.data_to_send())
+        log.info("socks: client protocol error: %s", exc)
+    except (OSError, TimeoutError) as exc:
+        log.debug("socks: client connection ended: %r", exc)
+    except Exception:
+        log.exception("socks: connection failed")  # a bug here must not stop the other connections
+    finally:
+        await _close(writer)
+
+
+async def _read_request(
+    conn: Socks5ServerConnection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> ConnectRequest | None:
+    while conn.state is not SocksState.CLOSED:
+        events = conn.receive_data(await reader.read(_CHUNK_BYTES))
+        writer.write(conn.data_to_send())
+        for event in events:
+            if isinstance(event, ConnectRequest):
+                return event
+        await writer.drain()
+    return None
+
+
+async def _relay(
+    conn: Socks5ServerConnection,
+    early: list[Event],
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    destination_reader: ByteReader,
+    destination_writer: ByteWriter,
+) -> None:
+    async def client_to_destination() -> None:
+        events = early
+        while True:
+            for event in events:
+                if isinstance(event, EndOfData):
+                    if destination_writer.can_write_eof():
+                        destination_writer.write_eof()
+                    return
+                if isinstance(event, Data):
+                    destination_writer.write(event.data)
+                    await destination_writer.drain()
+            events = conn.receive_data(await reader.read(_CHUNK_BYTES))
+
+    async def destination_to_client() -> None:
+        while chunk := await destination_reader.read(_CHUNK_BYTES):
+            writer.write(chunk)
+            await writer.drain()
+        if writer.can_write_eof():
+            writer.write_eof()
+
+    try:
+        async with asyncio.TaskGroup() as relay:  # either side failing cancels the other
+            relay.create_task(client_to_destination())
+            relay.create_task(destination_to_client())
+    except* OSError as group:
+        log.debug("socks: relay ended: %r", group.exceptions[0])
+
+
+async def _close(writer: ByteWriter) -> None:
+    writer.close()
+    try:
+        await writer.wait_closed()
+    except OSError:
+        pass
