@@ -13,7 +13,7 @@ import os
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -437,7 +437,7 @@ async def _core_server(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
 
 
 @pytest.fixture
-async def socks_port(http_port: int) -> tuple[int, list[ConnectRequest]]:
+async def socks_port(http_port: int) -> AsyncIterator[tuple[int, list[ConnectRequest]]]:
     seen: list[ConnectRequest] = []
     server = await asyncio.start_server(lambda r, w: _core_server(r, w, http_port, seen), "127.0.0.1", 0)
     yield server.sockets[0].getsockname()[1], seen
@@ -545,3 +545,21 @@ async def test_cancelling_serve_socks5_closes_open_relays(serve_with_echo) -> No
     task.cancel()
     assert await asyncio.wait_for(reader.read(), 10) == b""  # the relay was cancelled and closed us
     writer.close()
+
+
+async def test_serve_socks5_drops_a_client_that_sends_no_request_in_time() -> None:
+    async def connect(request: ConnectRequest):
+        raise AssertionError("no request was sent")
+
+    listening: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_socks5("127.0.0.1", 0, connect, handshake_timeout_s=0.2, on_listening=listening.set_result)
+    )
+    _, port = await asyncio.wait_for(listening, 5)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(GREETING)  # and never a request
+    assert await asyncio.wait_for(reader.read(), 5) == NO_AUTH_SELECTED
+    writer.close()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task

@@ -397,7 +397,10 @@ async def serve_socks5(
     async with asyncio.TaskGroup() as connections:
 
         def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            connections.create_task(_serve_client(reader, writer, connect, handshake_timeout_s))
+            try:
+                connections.create_task(_serve_client(reader, writer, connect, handshake_timeout_s))
+            except RuntimeError:  # a client that raced our shutdown
+                writer.close()
 
         server = await asyncio.start_server(on_client, host, port)
         try:
