@@ -229,3 +229,28 @@ class LossyEchoSessions(RuleBasedStateMachine):
 
 LossyEchoSessions.TestCase.settings = settings(max_examples=40, stateful_step_count=20)
 test_any_interleaving_of_stream_operations_over_a_lossy_path = LossyEchoSessions.TestCase
+
+
+def test_a_lost_close_is_sent_again_when_the_peer_keeps_talking_and_only_a_few_times() -> None:
+    client_keys, server_keys = handshake_keys()
+    client, server = Session(client_keys, 0.0), Session(server_keys, 0.0)
+    stream = client.open_stream()
+    client.write(stream, b"x")
+    while (record := client.next_record(0.0)) is not None:
+        server.receive_record(record, 0.0)
+    server.close(CloseCode.APPLICATION, "bye")
+    assert server.next_record(0.0) is not None  # the CLOSE, lost on the way
+    assert server.next_record(0.1) is None  # closed: nothing more on its own
+    resent = 0
+    for i in range(20):  # the client, unaware, keeps sending (a probe, new data)
+        client.write(stream, b"more")
+        while (record := client.next_record(1.0 + i)) is not None:
+            server.receive_record(record, 1.0 + i)
+        while (answer := server.next_record(1.0 + i)) is not None:
+            resent += 1
+            last = answer
+    assert resent == 8  # bounded: a closed session cannot be made to send without end
+    client.receive_record(last, 30.0)
+    assert client.closed == SessionClosed(CloseCode.APPLICATION, "bye", True)
+    server.receive_record(bytes(100), 31.0)  # a forged record never triggers an answer
+    assert server.next_record(31.0) is None

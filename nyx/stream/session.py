@@ -41,6 +41,8 @@ from nyx.stream.surbs import SurbPolicy, SurbPool, SurbSupply
 MAX_RECORD_BYTES = 646 - 8
 #: SURBs a responder keeps back from ACK-only records (for data or the request for more).
 SURB_RESERVE = 1
+#: How many times a closed session answers the peer's records with its CLOSE again.
+CLOSE_RESENDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +181,11 @@ class Session:
         self._last_received = now
         self._ping = False
         self._close: tuple[int, str] | None = None  # our CLOSE, until sent
+        # After our CLOSE went out, a record from the peer means it was lost: send it again, in
+        # answer to an authenticated record only, at most CLOSE_RESENDS times (QUIC's closing state).
+        self._close_sent: tuple[int, str] | None = None
+        self._close_resend_due = False
+        self._close_resends_left = CLOSE_RESENDS
         self.closed: SessionClosed | None = None
         self.drops: collections.Counter[str] = collections.Counter()
         self.records_sent = 0
@@ -310,6 +317,11 @@ class Session:
         self._events.clear()
         return out
 
+    @property
+    def lingering(self) -> bool:
+        """Closed by us, and still able to answer a peer that missed our CLOSE."""
+        return self.closed is not None and self._close_sent is not None and self._close_resends_left > 0
+
     def deadline(self) -> float | None:
         """When `on_timer` must run next (None once closed)."""
         if self.closed is not None:
@@ -345,6 +357,12 @@ class Session:
         """One record from the peer. Bad records are counted drops; protocol errors close."""
         if self.closed is not None:
             self.drops["closed"] += 1
+            if self._close_sent is not None and self._close_resends_left > 0:
+                try:  # the peer still sends: our CLOSE was lost; answer with it again (bounded)
+                    self._records.open(record, now)
+                    self._close_resend_due = True
+                except RecordError:
+                    pass
             return
         try:
             plaintext = self._records.open(record, now)
@@ -522,7 +540,7 @@ class Session:
         count = pool.request(now)
         if count:
             self._control.appendleft((_SURB_REQUEST, count))
-        if not self._acks_may_spend_a_surb() and not self._has_eliciting() and self._close is None:
+        if not self._acks_may_spend_a_surb() and not self._has_eliciting() and self._close is None and not self._close_resend_due:
             return None  # only an ACK is due: it waits for a record with data, or for more SURBs
         record = self._next_record(now)
         if record is None:
@@ -541,12 +559,17 @@ class Session:
 
     def _next_record(self, now: float) -> bytes | None:
         if self.closed is not None:
-            return None
+            if not self._close_resend_due or self._close_sent is None:
+                return None
+            self._close_resend_due = False
+            self._close_resends_left -= 1
+            return self._seal([F.Close(*self._close_sent)], (), now, track=False)
         room = self.config.max_record_bytes - OVERHEAD
         if self._close is not None:
             code, reason = self._close
             frames: list[F.Frame] = [F.Close(code, reason)]
             record = self._seal(frames, (), now)
+            self._close_sent = (code, reason)
             self._finish_close(SessionClosed(code, reason, False))
             return record
         frames = []
@@ -653,12 +676,13 @@ class Session:
             if send.wants_to_send():
                 rotation.append(stream_id)
 
-    def _seal(self, frames: Iterable[F.Frame], redo: tuple, now: float) -> bytes:
+    def _seal(self, frames: Iterable[F.Frame], redo: tuple, now: float, track: bool = True) -> bytes:
         frame_list = list(frames)
         record = self._records.seal(F.encode_frames(frame_list), now)
-        pn = HEADER.unpack_from(record)[1]
-        eliciting = any(F.is_ack_eliciting(frame) for frame in frame_list)
-        self._recovery.on_packet_sent(SentPacket(pn, now, len(record), eliciting, redo))
+        if track:
+            pn = HEADER.unpack_from(record)[1]
+            eliciting = any(F.is_ack_eliciting(frame) for frame in frame_list)
+            self._recovery.on_packet_sent(SentPacket(pn, now, len(record), eliciting, redo))
         self.records_sent += 1
         return record
 

@@ -39,6 +39,8 @@ from nyx.stream.session import (
 #: drain() returns once at most this many written bytes wait for the session (asyncio's default
 #: high-water mark is 64 KiB; the session's own send buffer holds as much again).
 DRAIN_HIGH_WATER = 64 * 1024
+#: The longest a shell keeps answering, after its CLOSE, a peer that missed it.
+CLOSE_LINGER_MAX_S = 30.0
 
 
 class StreamClosedError(ConnectionError):
@@ -206,8 +208,23 @@ class SessionShell:
                 if deadline is not None and now >= deadline:
                     self.session.on_timer(now)
             self._pump()
+            self._end_all()
+            await self._linger()
         finally:
             self._end_all()
+
+    async def _linger(self) -> None:
+        """After our CLOSE, keep answering for a while: a peer that still sends missed it."""
+        linger_s = min(CLOSE_LINGER_MAX_S, max(1.0, 3 * self.session._recovery.loss_timeout_s()))
+        end = self._clock() + linger_s
+        while self.session.lingering and (left := end - self._clock()) > 0:
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(left):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                return
+            self._pump()
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -221,7 +238,7 @@ class SessionShell:
                 del state.pending[:taken]
                 if len(state.pending) <= DRAIN_HIGH_WATER:
                     state.drained.set()
-            if state.finish_requested and not state.pending and state.stream_id in session._send:
+            if state.finish_requested and not state.pending and session.closed is None and state.stream_id in session._send:
                 send = session._send[state.stream_id]
                 if send.final_size is None and send.reset_code is None:
                     session.finish(state.stream_id)
