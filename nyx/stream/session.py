@@ -264,6 +264,24 @@ class Session:
         self._maybe_forget(stream_id)
         return data
 
+    def streams(self) -> list[int]:
+        """The ids of the streams still open in either direction."""
+        return list(self._recv)
+
+    def has_stream(self, stream_id: int) -> bool:
+        """Whether `stream_id` is still open in either direction (forgotten once both finish)."""
+        return stream_id in self._send or stream_id in self._recv
+
+    def can_finish(self, stream_id: int) -> bool:
+        """Whether `finish(stream_id)` would queue a FIN (open, not finished, not reset)."""
+        send = self._send.get(stream_id)
+        return self.closed is None and self._close is None and send is not None and send.final_size is None and send.reset_code is None
+
+    @property
+    def loss_timeout_s(self) -> float:
+        """How long an unacknowledged packet waits before it is declared lost, now."""
+        return self._recovery.loss_timeout_s()
+
     def at_eof(self, stream_id: int) -> bool:
         recv = self._recv.get(stream_id)
         return recv is None or recv.at_eof or recv.reset_code is not None

@@ -215,7 +215,7 @@ class SessionShell:
 
     async def _linger(self) -> None:
         """After our CLOSE, keep answering for a while: a peer that still sends missed it."""
-        linger_s = min(CLOSE_LINGER_MAX_S, max(1.0, 3 * self.session._recovery.loss_timeout_s()))
+        linger_s = min(CLOSE_LINGER_MAX_S, max(1.0, 3 * self.session.loss_timeout_s))
         end = self._clock() + linger_s
         while self.session.lingering and (left := end - self._clock()) > 0:
             self._wakeup.clear()
@@ -238,10 +238,8 @@ class SessionShell:
                 del state.pending[:taken]
                 if len(state.pending) <= DRAIN_HIGH_WATER:
                     state.drained.set()
-            if state.finish_requested and not state.pending and session.closed is None and state.stream_id in session._send:
-                send = session._send[state.stream_id]
-                if send.final_size is None and send.reset_code is None:
-                    session.finish(state.stream_id)
+            if state.finish_requested and not state.pending and session.can_finish(state.stream_id):
+                session.finish(state.stream_id)
         if session.surb_pool is not None:
             while (reply := session.next_reply(now)) is not None:
                 self._send(*reply)
@@ -251,7 +249,7 @@ class SessionShell:
         for event in session.events():
             self._dispatch(event)
         for stream_id, state in list(self._states.items()):
-            if stream_id not in session._send and stream_id not in session._recv:
+            if not session.has_stream(stream_id):
                 state.done.set()  # both halves finished and forgotten by the session
 
     def _dispatch(self, event: object) -> None:
@@ -292,7 +290,7 @@ class SessionShell:
 
     def _read(self, state: _StreamState, n: int) -> bytes:
         self._raise_if_reset(state)
-        if state.stream_id not in self.session._recv:
+        if not self.session.has_stream(state.stream_id):
             return b""
         data = self.session.read(state.stream_id, n)
         if data:

@@ -123,12 +123,12 @@ class Endpoint:
                 self.closed = event
 
     def read_all(self) -> None:
-        for stream_id in list(self.session._recv):
+        for stream_id in self.session.streams():
             self._read(stream_id)
 
     def _read(self, stream_id: int) -> None:
         session = self.session
-        if stream_id not in session._recv:
+        if not session.has_stream(stream_id):
             return
         data = session.read(stream_id, -1 if self.read_budget_bytes is None else self.read_budget_bytes)
         if data:
