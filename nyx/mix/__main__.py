@@ -56,7 +56,7 @@ from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.node import MixNode
 from nyx.mix.restart import ReplaySaver, recover
 from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
-from nyx.node.config import ConfigError, NodeConfig, check_keys, parse_config, with_overrides
+from nyx.node.config import ConfigError, NodeConfig, check_keys, parse_config, resolve_auto, with_overrides
 from nyx.node.logs import configure_logging
 from nyx.node.runtime import EXIT_CONFIG, NodeRuntime, Service
 from nyx.transport.certs import CertificateError
@@ -377,7 +377,7 @@ def _run(args: argparse.Namespace, default_data_dir: str | None) -> int:
             )
         else:
             config = resolve_config(args, tables=("mix",))
-        config = with_overrides(config, role="mix")
+        config = resolve_auto(with_overrides(config, role="mix"))
         settings = mix_settings(config, args)
     except ConfigError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)

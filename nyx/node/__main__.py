@@ -21,7 +21,16 @@ import sys
 from collections.abc import Collection, Sequence
 from pathlib import Path
 
-from nyx.node.config import ConfigError, NodeConfig, load_config, parse_config, with_overrides
+from nyx.node.config import (
+    BACKEND_CHOICES,
+    ConfigError,
+    NodeConfig,
+    load_config,
+    parse_config,
+    resolve_auto,
+    resolve_uvloop,
+    with_overrides,
+)
 from nyx.node.logs import configure_logging
 from nyx.node.runtime import EXIT_CONFIG, EXIT_SOFTWARE, NodeRuntime, Service
 from nyx.transport.certs import CertificateError
@@ -30,6 +39,15 @@ log = logging.getLogger("nyx.node")
 
 EXIT_CANNOT_LISTEN = 75  # sysexits EX_TEMPFAIL: a port is taken (or privileged); retry later
 _LISTEN_ERRNOS = {errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL}
+_LOOPS: dict[str, bool | str] = {"auto": "auto", "asyncio": False, "uvloop": True}
+
+
+def _loop(text: str) -> bool | str:
+    """`--loop` to a `runtime.uvloop` value."""
+    try:
+        return _LOOPS[text]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"choose auto, asyncio or uvloop, not {text!r}") from None
 
 
 def argument_parser(prog: str = "python -m nyx.node") -> argparse.ArgumentParser:
@@ -39,13 +57,16 @@ def argument_parser(prog: str = "python -m nyx.node") -> argparse.ArgumentParser
     parser.add_argument("--data-dir", help="overrides data_dir (where keys live)")
     parser.add_argument("--host", help="overrides transport.host")
     parser.add_argument("--port", type=int, help="overrides transport.port (0 = any)")
-    parser.add_argument("--backend", choices=("aioquic", "qh3"), help="overrides transport.backend")
+    parser.add_argument("--backend", choices=BACKEND_CHOICES,
+                        help="overrides transport.backend (auto: qh3 when installed, else aioquic)")
     parser.add_argument("--metrics-host", help="overrides metrics.host")
     parser.add_argument("--metrics-port", type=int, help="overrides metrics.port (0 = any, -1 = off)")
     parser.add_argument("--log-format", choices=("plain", "json"), help="overrides log.format")
     parser.add_argument("--log-level", help="overrides log.level")
     parser.add_argument("--drain-timeout", type=float, dest="drain_timeout_s", help="overrides runtime.drain_timeout_s")
-    parser.add_argument("--no-uvloop", action="store_false", dest="uvloop", default=None, help="use the asyncio loop")
+    parser.add_argument("--loop", dest="uvloop", type=_loop, default=None, metavar="{auto,asyncio,uvloop}",
+                        help="overrides runtime.uvloop (auto: uvloop when installed)")
+    parser.add_argument("--no-uvloop", action="store_false", dest="uvloop", help="use the asyncio loop (--loop asyncio)")
     return parser
 
 
@@ -78,7 +99,7 @@ def run_node(argv: Sequence[str] | None = None, service: Service | None = None, 
     """Parse arguments, set up logging, run the node on uvloop when available; return exit code."""
     args = argument_parser(prog).parse_args(argv)
     try:
-        config = resolve_config(args)
+        config = resolve_auto(resolve_config(args))
     except ConfigError as exc:
         print(f"{prog}: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -92,15 +113,18 @@ def run_node(argv: Sequence[str] | None = None, service: Service | None = None, 
 
 
 def run_runtime(runtime: NodeRuntime, service: Service | None, what: str = "node") -> int:
-    """Run `runtime` with `service` to its exit code, on uvloop when configured and installed."""
+    """Run `runtime` with `service` to its exit code, on uvloop when configured (`runtime.uvloop`
+    true, or "auto" and installed)."""
     loop_factory = None
-    if runtime.config.uvloop:
-        try:
-            import uvloop
-        except ImportError:
-            log.info("uvloop not installed; using the asyncio event loop")
-        else:
-            loop_factory = uvloop.new_event_loop
+    try:
+        use_uvloop = resolve_uvloop(runtime.config.uvloop)
+    except ConfigError as exc:
+        log.error("cannot start: %s", exc)
+        return EXIT_CONFIG
+    if use_uvloop:
+        import uvloop
+
+        loop_factory = uvloop.new_event_loop
     try:
         with asyncio.Runner(loop_factory=loop_factory) as runner:
             return runner.run(runtime.run(service))

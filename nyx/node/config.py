@@ -13,7 +13,7 @@ a misspelt `prot = 4433` would otherwise run the node on the default the operato
     [transport]
     host = "0.0.0.0"
     port = 4433
-    backend = "aioquic"                  # or "qh3"
+    backend = "auto"                     # qh3 when installed, else aioquic; or name one
     queue_packets = 1024
 
     [metrics]
@@ -25,7 +25,7 @@ a misspelt `prot = 4433` would otherwise run the node on the default the operato
     level = "INFO"
 
     [runtime]
-    uvloop = true                        # used when installed
+    uvloop = "auto"                      # uvloop when installed; true requires it, false: asyncio
     drain_timeout_s = 10.0
 
     [[peers]]
@@ -44,12 +44,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from nyx.transport import backends
 from nyx.transport.base import PeerAddress
 from nyx.transport.certs import CertificateError, normalize_fingerprint
 
 
 class ConfigError(ValueError):
     """The configuration is invalid; the message names the key and the expected value."""
+
+
+AUTO = "auto"
+"""`transport.backend` and `runtime.uvloop`: the fastest configuration whose packages are
+installed, chosen at start (docs/transport.md, "A node's forwarding rate")."""
+BACKEND_CHOICES = (AUTO, "aioquic", "qh3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,13 +66,13 @@ class NodeConfig:
     role: str = "node"
     host: str = "127.0.0.1"
     port: int = 0
-    backend: str = "aioquic"
+    backend: str = AUTO
     queue_packets: int = 1024
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     log_format: str = "plain"
     log_level: str = "INFO"
-    uvloop: bool = True
+    uvloop: bool | str = AUTO  # True, False or "auto"
     drain_timeout_s: float = 10.0
     peers: dict[str, PeerAddress] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
@@ -145,13 +152,13 @@ def parse_config(document: dict[str, Any], base_dir: Path | None = None, tables:
         role=_get(document, "role", str, "", "node"),
         host=_get(transport, "host", str, "transport.", "127.0.0.1"),
         port=_get(transport, "port", int, "transport.", 0),
-        backend=_get(transport, "backend", str, "transport.", "aioquic"),
+        backend=_get(transport, "backend", str, "transport.", AUTO),
         queue_packets=_get(transport, "queue_packets", int, "transport.", 1024),
         metrics_host=_get(metrics, "host", str, "metrics.", "127.0.0.1"),
         metrics_port=_get(metrics, "port", int, "metrics.", 0),
         log_format=_get(log, "format", str, "log.", "plain"),
         log_level=_get(log, "level", str, "log.", "INFO"),
-        uvloop=_get(runtime, "uvloop", bool, "runtime.", True),
+        uvloop=_get(runtime, "uvloop", (bool, str), "runtime.", AUTO),
         drain_timeout_s=float(_get(runtime, "drain_timeout_s", (int, float), "runtime.", 10.0)),
         peers=peers,
         extra={k: v for k, v in document.items() if k in tables},
@@ -160,8 +167,10 @@ def parse_config(document: dict[str, Any], base_dir: Path | None = None, tables:
 
 
 def validate(config: NodeConfig) -> NodeConfig:
-    if config.backend not in ("aioquic", "qh3"):
-        raise ConfigError(f"transport.backend: 'aioquic' or 'qh3', got {config.backend!r}")
+    if config.backend not in BACKEND_CHOICES:
+        raise ConfigError(f"transport.backend: 'auto', 'aioquic' or 'qh3', got {config.backend!r}")
+    if config.uvloop not in (True, False, AUTO):
+        raise ConfigError(f"runtime.uvloop: true, false or 'auto', got {config.uvloop!r}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"transport.port: 0..65535, got {config.port}")
     if not -1 <= config.metrics_port <= 65535:
@@ -195,3 +204,30 @@ def with_overrides(config: NodeConfig, **overrides: Any) -> NodeConfig:
     if "data_dir" in given:
         given["data_dir"] = Path(given["data_dir"])
     return validate(replace(config, **given))
+
+
+def resolve_backend(backend: str) -> str:
+    """The QUIC backend a node runs: "auto" is qh3 when it is importable (60-80k DATAGRAMs/s with
+    uvloop) and aioquic otherwise (the baseline that always works); a named one is itself, and
+    one that is not installed is a ConfigError."""
+    if backend == AUTO:
+        return "qh3" if backends.available("qh3") else "aioquic"
+    if backend == "qh3" and not backends.available("qh3"):
+        raise ConfigError("transport.backend: 'qh3' is not installed (pip install 'nyx[qh3]'), or use 'auto'")
+    return backend
+
+
+def resolve_uvloop(uvloop: bool | str) -> bool:
+    """Whether a node runs on uvloop: "auto" when it is importable; true requires it (a
+    ConfigError if it is missing); false is the asyncio loop."""
+    if uvloop == AUTO:
+        return backends.available("uvloop")
+    if uvloop is True and not backends.available("uvloop"):
+        raise ConfigError("runtime.uvloop: true, but uvloop is not installed (pip install 'nyx[uvloop]'), or use 'auto'")
+    return bool(uvloop)
+
+
+def resolve_auto(config: NodeConfig) -> NodeConfig:
+    """`config` with `backend` and `uvloop` resolved to what this process will run (at start, so
+    the log and /metrics name the real configuration). An explicit value is kept as given."""
+    return replace(config, backend=resolve_backend(config.backend), uvloop=resolve_uvloop(config.uvloop))

@@ -24,7 +24,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 
-from nyx.node.config import NodeConfig
+from nyx.node.config import NodeConfig, resolve_backend
 from nyx.node.keys import load_or_create_identity
 from nyx.telemetry import MetricRegistry, MetricsServer
 from nyx.transport.base import PeerAddress, Transport
@@ -47,9 +47,15 @@ def quic_transport(config: NodeConfig) -> Transport:
     `data_dir` (created on first start; an unsafe key file raises CertificateError)."""
     from nyx.transport.quic import QuicSettings, QuicTransport  # only QUIC nodes pay its import
 
+    backend = resolve_backend(config.backend)  # "auto": qh3 when installed, else aioquic
     identity = load_or_create_identity(config.data_dir, config.node_id)
-    settings = QuicSettings(host=config.host, port=config.port, backend=config.backend, queue_packets=config.queue_packets)
+    settings = QuicSettings(host=config.host, port=config.port, backend=backend, queue_packets=config.queue_packets)
     return QuicTransport(config.node_id, identity, settings)
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """"uvloop" or "asyncio": the event loop a node runs on, as its start line says."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
 
 
 class NodeRuntime:
@@ -124,9 +130,9 @@ class NodeRuntime:
                 await self.metrics.start()
             self.registry.publish()
             log.info(
-                "%s (%s) listening on udp %s:%d (%s), fingerprint %s; metrics on %s",
+                "%s (%s) listening on udp %s:%d (transport %s on %s), fingerprint %s; metrics on %s",
                 self.config.node_id, self.config.role, address.host, address.port, self._transport_name(),
-                address.fingerprint,
+                loop_name(loop), address.fingerprint,
                 f"http://{self.metrics.host}:{self.metrics.port}/metrics" if self.metrics else "off",
             )
             async with asyncio.TaskGroup() as tg:
