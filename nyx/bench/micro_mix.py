@@ -14,6 +14,16 @@ one process and core, so the QUIC figure is a lower bound). The reference is the
 with a relay that forwards without Sphinx processing: the ratio is what the mix layer costs on
 top of moving the packets.
 
+A node process's forwarding rate is timed per QUIC backend and event loop (aioquic/qh3 x
+asyncio/uvloop, as installed): `python -m nyx.mix` runs in a child process on that configuration
+(zero mean delay, no loop cover, its keys copied from one clean stop so every run reuses one pool
+of packets built beforehand on both cores), and this process is the load on the same backend,
+on uvloop when installed: it keeps at most IN_FLIGHT packets between it and the node and counts
+what the node forwards back to it. The node then runs at its own pace on one core while the load
+takes part of the other (both share this machine). The reference is the crypto floor, one hop of
+`MixCore.process` on one core, timed again right after each run: the ratio is the share of a core's Sphinx capacity the node
+delivers over the network.
+
 sphinxmix is a bench-only dependency (`pip install 'nyx[bench]'`); without it the records that
 need it are skipped with a printed note.
 """
@@ -22,15 +32,24 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
+import multiprocessing
+import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from nyx.bench.timing import MicroRecord, ops_per_s
+from nyx.mix.directory import Directory, NodeRecord
 from nyx.mix import CLASSIC_FORMAT, KEM_FORMAT, Forward, Hop, KeyRing, MixCore, PacketFormat, create_packet
 from nyx.mix.node import MixNode
 from nyx.mix.replay import ReplayCache
@@ -160,7 +179,8 @@ def _node_records(budget_s: float) -> list[MicroRecord]:
 
 def records(budget_s: float) -> list[MicroRecord]:
     """Hops/s for both formats beside sphinxmix and the X25519 floor; packets/s created; a node's
-    forwarding rate over SimTransport and QuicTransport beside a plain relay."""
+    forwarding rate over SimTransport and QuicTransport beside a plain relay; a `python -m nyx.mix`
+    process's forwarding rate for each backend x loop beside the crypto floor."""
     modules = _sphinxmix()
     out: list[MicroRecord] = []
     kem_hops = ops_per_s(_hop_operation(KEM_FORMAT), budget_s)
@@ -188,4 +208,209 @@ def records(budget_s: float) -> list[MicroRecord]:
             reference_name = f"X25519 exchange/s / {2 * hops}"
             out.append(MicroRecord(f"mix create/s, {hops} hops", created, reference_name, floor / (2 * hops)))
     out.extend(_node_records(budget_s))
+    for (backend, loop), run in node_process_runs(window_s=max(1.0, min(3.0, budget_s * 6))).items():
+        out.append(MicroRecord(f"mix node process forward/s, {backend} {loop}", run.forward_pps,
+                               "mix hop/s, kem format (floor, same minute)", run.floor_hops))
+    return out
+
+
+# -- a node in its own process -------------------------------------------------------------------
+#
+# `python -m nyx.mix` runs in a child process (its own interpreter, loop and core) with zero mean
+# delay and no loop cover; this process is the load: one QuicTransport ("load") that sends fresh
+# two-hop packets (mix, then load) as fast as the link takes them and counts what the node forwards
+# back. The load runs on the fastest configuration installed (qh3 on uvloop), so that it is not
+# the bottleneck; on a 2-core machine it still takes the other core. The reference is the crypto
+# floor: `MixCore.process` alone on one core, measured in the same run.
+
+LOAD_ID = "load"
+IN_FLIGHT = 256
+NODE_ID = "mix"
+
+
+def _node_command(data_dir: Path, backend: str, loop: str, directory: Path | None) -> list[str]:
+    command = [sys.executable, "-m", "nyx.mix", "--node-id", NODE_ID, "--data-dir", str(data_dir),
+               "--metrics-port", "-1", "--loop-rate", "0", "--mean-delay", "0", "--log-level", "WARNING",
+               "--backend", backend, "--loop", loop]
+    if directory is not None:
+        command += ["--directory", str(directory)]
+    return command
+
+
+def _node_env() -> dict[str, str]:
+    root = str(Path(__file__).resolve().parents[2])
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, (root, os.environ.get("PYTHONPATH")))))
+
+
+async def _start_node(command: list[str]) -> tuple[asyncio.subprocess.Process, NodeRecord]:
+    proc = await asyncio.create_subprocess_exec(
+        *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL, env=_node_env()
+    )
+    assert proc.stdout is not None
+    async with asyncio.timeout(30):
+        line = b" "
+        while line and not line.startswith(b"{"):  # the record is the first JSON line
+            line = await proc.stdout.readline()
+    if not line:
+        raise RuntimeError(f"micro mix: the node exited before printing its record: {' '.join(command)}")
+    return proc, NodeRecord.from_json(json.loads(line))
+
+
+async def _stop_node(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        async with asyncio.timeout(20):
+            await proc.wait()
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process `pid` (Linux /proc; 0.0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _create_packets(args: tuple[bytes, int, int]) -> list[bytes]:
+    key, epoch, count = args
+    route = [Hop(NODE_ID, key), Hop(LOAD_ID, key)]
+    return [create_packet(route, "svc", bytes(200), epoch=epoch)[1] for _ in range(count)]
+
+
+@dataclass(slots=True)
+class NodeRun:
+    """What one node process did under load: forwarded packets/s in the window, and the CPU
+    share its process and the load's used then (1.0 = one core)."""
+
+    forward_pps: float
+    node_cpu: float
+    load_cpu: float
+    sent: int
+    forwarded: int
+    floor_hops: float = 0.0  # MixCore.process hops/s on one core, timed right after the run
+
+
+async def _load_node(
+    clean_dir: Path, workdir: Path, backend: str, loop: str, packets: list[bytes], identity: NodeIdentity,
+    window_s: float, load_backend: str,
+) -> NodeRun:
+    data_dir = workdir / f"{backend}-{loop}"
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.copytree(clean_dir, data_dir)  # the same keys, a clean stop's marker: a clean restart
+    arrived, sent, lost = [0], [0], [0]
+    room = asyncio.Event()
+
+    def on_packet(peer: str, packet: bytes) -> None:
+        arrived[0] += 1
+        if sent[0] - arrived[0] - lost[0] < IN_FLIGHT // 2:
+            room.set()
+
+    async with QuicTransport(LOAD_ID, identity, backend=load_backend, queue_packets=1024) as load:
+        load.set_handler(on_packet)
+        me = load.address
+        directory = workdir / f"directory-{backend}-{loop}.json"
+        Directory.of([NodeRecord(LOAD_ID, "endpoint", 0, me.host, me.port, me.fingerprint)]).save(directory)
+        proc, record = await _start_node(_node_command(data_dir, backend, loop, directory))
+        try:
+            load.add_peer(NODE_ID, record.address())
+            await load.connect(NODE_ID)
+
+            async def send_all() -> None:
+                # Closed loop: at most IN_FLIGHT packets between us and the sink, so the node runs
+                # at its own pace instead of being flooded until its socket buffer overflows (an
+                # overloaded node loses ACKs too and its outbound link collapses). Packets that
+                # never arrive are written off after 0.1 s without arrivals.
+                for packet in packets:
+                    while sent[0] - arrived[0] - lost[0] >= IN_FLIGHT:
+                        room.clear()
+                        try:
+                            async with asyncio.timeout(0.1):
+                                await room.wait()
+                        except TimeoutError:
+                            lost[0] = sent[0] - arrived[0]
+                    await load.send_wait(NODE_ID, packet)
+                    sent[0] += 1
+
+            async with asyncio.TaskGroup() as tg:
+                sender = tg.create_task(send_all())
+                warm = min(len(packets) // 10, 2000)
+                async with asyncio.timeout(30):
+                    while arrived[0] < warm:
+                        await asyncio.sleep(0.005)
+                start, start_count = time.perf_counter(), arrived[0]
+                cpu_node, cpu_load = _cpu_s(proc.pid), time.process_time()
+                last, last_change = arrived[0], start
+                while time.perf_counter() - start < window_s:
+                    await asyncio.sleep(0.01)
+                    if arrived[0] != last:
+                        last, last_change = arrived[0], time.perf_counter()
+                    elif sender.done() and time.perf_counter() - last_change > 0.3:
+                        break
+                elapsed = last_change - start
+                node_cpu = (_cpu_s(proc.pid) - cpu_node) / elapsed
+                load_cpu = (time.process_time() - cpu_load) / elapsed
+                sender.cancel()
+            if sender.done() and not sender.cancelled() and elapsed < window_s / 2:
+                print(f"micro mix: the packet pool ran out after {elapsed:.2f} s ({backend}, {loop})", file=sys.stderr)
+            return NodeRun((last - start_count) / elapsed, node_cpu, load_cpu, sent[0], arrived[0])
+        finally:
+            await _stop_node(proc)
+
+
+def _loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if loop == "uvloop":
+        import uvloop
+
+        return uvloop.new_event_loop
+    return None
+
+
+def node_configurations() -> list[tuple[str, str]]:
+    """Every installed (backend, loop), baseline first."""
+    from nyx.transport.backends import available
+
+    backends = ["aioquic"] + (["qh3"] if available("qh3") else [])
+    loops = ["asyncio"] + (["uvloop"] if available("uvloop") else [])
+    return [(backend, loop) for backend in backends for loop in loops]
+
+
+def node_process_runs(
+    window_s: float = 2.0, pool: int = 40_000, configurations: list[tuple[str, str]] | None = None
+) -> dict[tuple[str, str], NodeRun]:
+    """For each (backend, loop), by default every installed one: a `python -m nyx.mix` process
+    forwarding under load from this one."""
+    configurations = configurations or node_configurations()
+    load_loop = "uvloop" if any(loop == "uvloop" for _, loop in node_configurations()) else "asyncio"
+    identity = NodeIdentity.generate(LOAD_ID)
+    logging.getLogger("quic").setLevel(logging.ERROR)
+    out: dict[tuple[str, str], NodeRun] = {}
+    floor = _hop_operation(KEM_FORMAT)
+    with tempfile.TemporaryDirectory(prefix="nyx-micro-mix-") as scratch:
+        workdir = Path(scratch)
+        clean_dir = workdir / "clean"
+
+        async def first_start() -> NodeRecord:  # create the keys once; a clean stop vouches for them
+            proc, record = await _start_node(_node_command(clean_dir, "aioquic", "asyncio", None))
+            await _stop_node(proc)
+            return record
+
+        record = asyncio.run(first_start())
+        epoch = min(record.sphinx_keys)
+        key = record.sphinx_keys[epoch]
+        workers = max(1, os.cpu_count() or 1)
+        with multiprocessing.get_context("spawn").Pool(workers) as creators:
+            chunks = creators.map(_create_packets, [(key, epoch, pool // workers)] * workers)
+        packets = [packet for chunk in chunks for packet in chunk]
+        for backend, loop in configurations:
+            with asyncio.Runner(loop_factory=_loop_factory(load_loop)) as runner:
+                run = runner.run(_load_node(clean_dir, workdir, backend, loop, packets, identity, window_s, backend))
+            # This machine's speed drifts by tens of percent within minutes (shared cores): time the
+            # floor beside each run rather than once.
+            run.floor_hops = ops_per_s(floor, 0.3)
+            out[backend, loop] = run
     return out
