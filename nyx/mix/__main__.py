@@ -217,7 +217,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def record_of(runtime: NodeRuntime, settings: MixSettings, node: MixNode) -> NodeRecord:
-    address = runtime.transport.address  # type: ignore[attr-defined]
+    address = runtime.address  # what listen() returned: on the Transport interface, any transport
+    if address is None:
+        raise RuntimeError("the mix's record is published only once its transport listens")
     return NodeRecord(
         node_id=runtime.config.node_id,
         role="mix",
