@@ -285,14 +285,14 @@ class Reassembler:
 
     def expire(self, now: float) -> None:
         """Drop partial messages older than `timeout_s` and forget old deliveries."""
-        limit = now - self.timeout_s
+        # first_seen + timeout_s, the same sum deadline() returns, so expire(deadline()) drops.
         while self._partials:
             key, partial = next(iter(self._partials.items()))
-            if partial.first_seen > limit:
+            if partial.first_seen + self.timeout_s > now:
                 break
             self._discard(key)
             self.expired += 1
-        while self._delivered and next(iter(self._delivered.values())) <= limit:
+        while self._delivered and next(iter(self._delivered.values())) + self.timeout_s <= now:
             self._delivered.popitem(last=False)
 
     def deadline(self) -> float | None:
