@@ -36,7 +36,7 @@ from nyx.stream.envelope import (
     unwrap,
     wrap,
 )
-from nyx.stream.handshake import Initiator, Responder
+from nyx.stream.handshake import CloseCode, Initiator, Responder, messages
 from nyx.stream.session import MAX_RECORD_BYTES
 
 NOW = 1_800_000_000.0
@@ -218,6 +218,13 @@ def test_sphinx_messages_per_handshake_message_per_suite(suite: Suite, sizes: tu
     assert tuple(map(len, messages)) == sizes
     assert tuple(fragment_count(len(m)) for m in messages) == counts
     assert tuple(len(fragments(SID, 0, m)) for m in messages) == counts
+
+
+def test_any_reject_takes_one_sphinx_message() -> None:
+    typical = messages.Reject(CloseCode.UNSUPPORTED_SUITE, (1,), tuple(int(s) for s in Suite)).encode()
+    largest = messages.Reject(CloseCode.UNSUPPORTED_SUITE, tuple(range(255)), tuple(range(255))).encode()
+    assert (len(typical), len(largest)) == (10, 515)
+    assert fragment_count(len(largest)) == 1 and len(fragments(SID, 0, largest)) == 1
 
 
 @pytest.mark.parametrize("suite", list(Suite))
