@@ -92,7 +92,7 @@ def test_wrap_refuses_a_session_id_of_the_wrong_length(session_id: bytes) -> Non
         wrap(RECORD, session_id, b"")
 
 
-@pytest.mark.parametrize("kind", [0, 4, 0xFF])
+@pytest.mark.parametrize("kind", [0, 5, 0xFF])
 def test_wrap_refuses_an_unknown_kind(kind: int) -> None:
     with pytest.raises(ValueError, match="kind"):
         wrap(kind, SID, b"")
@@ -105,7 +105,7 @@ def test_unwrap_refuses_a_message_shorter_than_the_header(length: int) -> None:
     assert error.value.reason == "truncated" and isinstance(error.value, ValueError)
 
 
-@pytest.mark.parametrize("kind", [0x00, 0x04, 0x80, 0xFF])
+@pytest.mark.parametrize("kind", [0x00, 0x05, 0x80, 0xFF])
 def test_unwrap_refuses_an_unknown_kind(kind: int) -> None:
     with pytest.raises(EnvelopeError) as error:
         unwrap(bytes((kind,)) + SID)

@@ -7,7 +7,9 @@ Sans-I/O; every parser takes untrusted bytes and returns a value or raises `Enve
 
 Kinds: HANDSHAKE (a fragment of a handshake message), RECORD (one sealed record for
 `Session.receive_record`, at most `MAX_RECORD_BYTES` = 638), FEC_SHARD (a `nyx.stream.blocks`
-message: configure `BlockSender(MAX_BODY_BYTES)`).
+message: configure `BlockSender(MAX_BODY_BYTES)`), SURB (one encoded SURB, opaque, at most 638
+bytes; a real one is 552: how a client that is still opening its session gives the exit a way to
+answer, see `nyx.stream.opening`).
 
 **The session id** is 7 random bytes the client draws per session (`new_session_id`). It sits
 inside the Sphinx payload, which every mix re-encrypts with its Lioness layer, so only the
@@ -39,7 +41,7 @@ from typing import Final
 
 __all__ = [
     "ENVELOPE_ERROR_REASONS", "FEC_SHARD", "FRAGMENT_HEADER_BYTES", "HANDSHAKE", "HEADER_BYTES", "MAX_BODY_BYTES",
-    "MAX_CHUNK_BYTES", "MAX_FRAGMENTS", "MAX_HANDSHAKE_BYTES", "MESSAGE_BYTES", "RECORD", "SESSION_ID_BYTES",
+    "MAX_CHUNK_BYTES", "MAX_FRAGMENTS", "MAX_HANDSHAKE_BYTES", "MESSAGE_BYTES", "RECORD", "SESSION_ID_BYTES", "SURB",
     "Envelope", "EnvelopeError", "Fragment", "Kind", "Reassembler", "fragment_count", "fragments",
     "new_session_id", "parse_fragment", "unwrap", "wrap",
 ]
@@ -69,11 +71,13 @@ class Kind(IntEnum):
     HANDSHAKE = 0x01
     RECORD = 0x02
     FEC_SHARD = 0x03
+    SURB = 0x04
 
 
 HANDSHAKE: Final = Kind.HANDSHAKE
 RECORD: Final = Kind.RECORD
 FEC_SHARD: Final = Kind.FEC_SHARD
+SURB: Final = Kind.SURB
 _KINDS: Final = {int(kind): kind for kind in Kind}
 
 
