@@ -18,7 +18,7 @@ def test_every_data_record_is_handed_on_at_once_and_lost_ones_are_rebuilt() -> N
     sender, receiver = BlockSender(MESSAGE, max_k=4, expected_loss=0.1), BlockReceiver()
     records = [random.Random(i).randbytes(100 + 50 * i) for i in range(4)]
     messages = sender.encode(records)
-    k, m = 4, len(messages) - 4
+    m = len(messages) - 4
     assert m >= 2 and all(len(message) == MESSAGE for message in messages)  # fixed size, like Sphinx
     assert receiver.receive(messages[1]) == [records[1]]  # not held back for the block
     out = [records[1]]

@@ -7,7 +7,6 @@ into the next, and a failure in one is reported without stopping the others.
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path

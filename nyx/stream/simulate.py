@@ -213,8 +213,9 @@ class SessionPair:
         session = endpoint.session
         wanted = session.surbs_wanted()
         if wanted:  # stand-ins for real SURBs: unique 552-byte blobs, checked single-use below
-            blobs = [self._surb_counter.to_bytes(8, "big") + bytes(544) for self._surb_counter in
-                     range(self._surb_counter + 1, self._surb_counter + 1 + wanted)]
+            first = self._surb_counter + 1
+            self._surb_counter += wanted
+            blobs = [n.to_bytes(8, "big") + bytes(544) for n in range(first, first + wanted)]
             self.surbs_created.update(blobs)
             session.send_surbs(blobs)
         burst = []

@@ -17,6 +17,7 @@ the peer for outbound ones, session tickets.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -296,16 +297,12 @@ class ConnectionFactory:
     def client(self, peer: PeerId, address: PeerAddress) -> Any:
         """A client connection to `peer` that accepts only the certificate pinned in `address`."""
         config = self.configuration(is_client=True, server_name=peer)
-        handler = None
+        handler: Callable[[Any], None] | None = None
         if self.resumption:
             # Only a ticket received under this very certificate pin may skip the certificate.
             pin = address.fingerprint or ""
             config.session_ticket = self.client_tickets.take(peer, pin)
-            cache = self.client_tickets
-
-            def handler(ticket: Any) -> None:
-                cache.store(peer, pin, ticket)
-
+            handler = functools.partial(self.client_tickets.store, peer, pin)
         quic = self.backend.connection_class(configuration=config, session_ticket_handler=handler)
         quic.nyx_pin = address.fingerprint
         return quic
