@@ -254,3 +254,18 @@ def test_a_lost_close_is_sent_again_when_the_peer_keeps_talking_and_only_a_few_t
     assert client.closed == SessionClosed(CloseCode.APPLICATION, "bye", True)
     server.receive_record(bytes(100), 31.0)  # a forged record never triggers an answer
     assert server.next_record(31.0) is None
+
+
+def test_a_closed_session_repeats_its_close_when_asked_within_the_same_bound() -> None:
+    client_keys, server_keys = handshake_keys()
+    server = Session(server_keys, 0.0)
+    server.close(CloseCode.APPLICATION, "bye")
+    assert server.next_record(0.0) is not None
+    repeats = 0
+    for _ in range(20):
+        server.repeat_close()
+        repeats += server.next_record(1.0) is not None
+    assert repeats == 8 and not server.lingering
+    still_open = Session(client_keys, 0.0)
+    still_open.repeat_close()  # an open session has no CLOSE to repeat
+    assert still_open.next_record(0.0) is None and still_open.closed is None

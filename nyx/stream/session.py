@@ -275,6 +275,13 @@ class Session:
         self._events.clear()
         return out
 
+    def repeat_close(self) -> None:
+        """Send our CLOSE once more (counted against CLOSE_RESENDS): a shell lingering after a
+        close calls it now and then, since a peer with nothing to send would never prompt it and
+        would wait for its idle timeout if the first copy was lost."""
+        if self.lingering:
+            self._close_resend_due = True
+
     @property
     def lingering(self) -> bool:
         """Closed by us, and still able to answer a peer that missed our CLOSE."""

@@ -214,16 +214,18 @@ class SessionShell:
             self._end_all()
 
     async def _linger(self) -> None:
-        """After our CLOSE, keep answering for a while: a peer that still sends missed it."""
-        linger_s = min(CLOSE_LINGER_MAX_S, max(1.0, 3 * self.session.loss_timeout_s))
-        end = self._clock() + linger_s
+        """After our CLOSE, keep answering for a while: a peer that still sends missed it. Once
+        per loss timeout of silence the CLOSE goes again unprompted (a lost CLOSE to a peer with
+        nothing to send would otherwise cost it its idle timeout); CLOSE_RESENDS bounds both."""
+        interval = max(0.2, self.session.loss_timeout_s)
+        end = self._clock() + min(CLOSE_LINGER_MAX_S, max(1.0, 3 * interval))
         while self.session.lingering and (left := end - self._clock()) > 0:
             self._wakeup.clear()
             try:
-                async with asyncio.timeout(left):
+                async with asyncio.timeout(min(left, interval)):
                     await self._wakeup.wait()
             except TimeoutError:
-                return
+                self.session.repeat_close()
             self._pump()
 
     def _wake(self) -> None:
