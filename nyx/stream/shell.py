@@ -65,7 +65,7 @@ class _StreamState:
 class NyxStreamReader:
     """`asyncio.StreamReader`'s reading methods, reading straight from the session."""
 
-    def __init__(self, shell: SessionShell, state: _StreamState) -> None:
+    def __init__(self, shell: SessionStreams, state: _StreamState) -> None:
         self._shell, self._state = shell, state
 
     @property
@@ -105,7 +105,7 @@ class NyxStreamReader:
 class NyxStreamWriter:
     """`asyncio.StreamWriter`'s writing methods over one stream."""
 
-    def __init__(self, shell: SessionShell, state: _StreamState) -> None:
+    def __init__(self, shell: SessionStreams, state: _StreamState) -> None:
         self._shell, self._state = shell, state
 
     @property
@@ -149,6 +149,117 @@ class NyxStreamWriter:
         await self._state.done.wait()
 
 
+class SessionStreams:
+    """The streams of one session as reader/writer pairs, for any shell that drives the session.
+
+    It holds what the application wrote but the session has not taken (`pump_writes`), turns
+    the session's events into wake-ups of readers and writers (`dispatch`), and reads straight
+    from the session. It never reads `session.events()` itself nor sends records: `SessionShell`
+    drives one session with it, the gateway drives thousands through `ExitCore`, which drains
+    each session's events as it touches it. `wake` asks the owner to run its pump soon.
+    """
+
+    def __init__(self, session: Session, wake: Callable[[], None]) -> None:
+        self.session = session
+        self._wake = wake
+        self._states: dict[int, _StreamState] = {}
+        self.accepted: asyncio.Queue[tuple[NyxStreamReader, NyxStreamWriter]] = asyncio.Queue()
+        self.ended = False
+
+    def open(self) -> tuple[NyxStreamReader, NyxStreamWriter]:
+        """A new stream, as (reader, writer)."""
+        return self._pair(self.session.open_stream())
+
+    def pump_writes(self) -> None:
+        """Writers' queues into the session (as much as its windows take), FINs when due."""
+        session = self.session
+        for state in self._states.values():
+            if state.pending and session.closed is None and state.reset_code is None and state.stopped_code is None:
+                taken = session.write(state.stream_id, bytes(state.pending))
+                del state.pending[:taken]
+                if len(state.pending) <= DRAIN_HIGH_WATER:
+                    state.drained.set()
+            if state.finish_requested and not state.pending and session.can_finish(state.stream_id):
+                session.finish(state.stream_id)
+
+    def wants_pump(self) -> bool:
+        """True while a writer has bytes or a FIN the session has not taken."""
+        return any(
+            (state.pending or (state.finish_requested and self.session.has_stream(state.stream_id)))
+            and state.reset_code is None and state.stopped_code is None
+            for state in self._states.values()
+        )
+
+    def reap(self) -> None:
+        """Release the waiters of streams the session has finished with (both halves done)."""
+        session = self.session
+        for stream_id, state in list(self._states.items()):
+            if not session.has_stream(stream_id):
+                state.done.set()
+
+    def dispatch(self, event: object) -> None:
+        if isinstance(event, StreamOpened):
+            self.accepted.put_nowait(self._pair(event.stream_id))
+        elif isinstance(event, StreamReadable):
+            self._state(event.stream_id).readable.set()
+        elif isinstance(event, StreamWritable):
+            self._wake()
+        elif isinstance(event, StreamReset):
+            state = self._state(event.stream_id)
+            state.reset_code = event.error_code
+            state.readable.set()
+        elif isinstance(event, StreamStopped):
+            state = self._state(event.stream_id)
+            state.stopped_code = event.error_code
+            state.drained.set()
+            state.done.set()
+        elif isinstance(event, SessionClosed):
+            self.end_all()
+
+    def end_all(self) -> None:
+        """The session ended: wake every reader and writer (they see why on their next call)."""
+        self.ended = True
+        for state in self._states.values():
+            state.readable.set()
+            state.drained.set()
+            state.done.set()
+
+    def _state(self, stream_id: int) -> _StreamState:
+        state = self._states.get(stream_id)
+        if state is None:
+            state = self._states[stream_id] = _StreamState(stream_id)
+            if self.ended:
+                state.readable.set()
+                state.done.set()
+        return state
+
+    def _pair(self, stream_id: int) -> tuple[NyxStreamReader, NyxStreamWriter]:
+        state = self._state(stream_id)
+        return NyxStreamReader(self, state), NyxStreamWriter(self, state)
+
+    def _read(self, state: _StreamState, n: int) -> bytes:
+        self._raise_if_reset(state)
+        if not self.session.has_stream(state.stream_id):
+            return b""
+        data = self.session.read(state.stream_id, n)
+        if data:
+            self._wake()  # the window moved: a MAX_STREAM_DATA may be due
+        return data
+
+    def _raise_if_reset(self, state: _StreamState) -> None:
+        if state.reset_code is not None:
+            raise StreamClosedError(f"stream {state.stream_id} was reset by the peer (code {state.reset_code})")
+        if state.stopped_code is not None:
+            raise StreamClosedError(f"the peer stopped reading stream {state.stream_id} (code {state.stopped_code})")
+        closed = self.session.closed
+        if closed is not None and closed.error_code != CloseCode.NO_ERROR and not self.session.at_eof(state.stream_id):
+            try:
+                name = CloseCode(closed.error_code).name
+            except ValueError:
+                name = str(closed.error_code)
+            raise StreamClosedError(f"the session closed ({name}): {closed.reason}")
+
+
 class SessionShell:
     """One session on the event loop: records in and out, one timer, streams as reader/writer.
 
@@ -161,19 +272,18 @@ class SessionShell:
         self._send = send
         self._clock = clock
         self._wakeup = asyncio.Event()
-        self._states: dict[int, _StreamState] = {}
-        self._accepted: asyncio.Queue[tuple[NyxStreamReader, NyxStreamWriter]] = asyncio.Queue()
+        self.streams = SessionStreams(session, self._wake)
         self.closed = asyncio.Event()
 
     # -- the application's side -------------------------------------------------------------------
 
     async def open_connection(self) -> tuple[NyxStreamReader, NyxStreamWriter]:
         """A new stream, as (reader, writer)."""
-        return self._pair(self.session.open_stream())
+        return self.streams.open()
 
     async def accept(self) -> tuple[NyxStreamReader, NyxStreamWriter]:
         """The next stream the peer opened."""
-        return await self._accepted.get()
+        return await self.streams.accepted.get()
 
     async def close(self, error_code: int = CloseCode.NO_ERROR, reason: str = "") -> None:
         """Close the session (CLOSE goes with the next record) and wait until it is sent."""
@@ -234,14 +344,7 @@ class SessionShell:
     def _pump(self) -> None:
         """Writers' queues into the session, the session's records out, its events to streams."""
         session, now = self.session, self._clock()
-        for state in self._states.values():
-            if state.pending and session.closed is None and state.reset_code is None and state.stopped_code is None:
-                taken = session.write(state.stream_id, bytes(state.pending))
-                del state.pending[:taken]
-                if len(state.pending) <= DRAIN_HIGH_WATER:
-                    state.drained.set()
-            if state.finish_requested and not state.pending and session.can_finish(state.stream_id):
-                session.finish(state.stream_id)
+        self.streams.pump_writes()
         if session.surb_pool is not None:
             while (reply := session.next_reply(now)) is not None:
                 self._send(*reply)
@@ -249,65 +352,9 @@ class SessionShell:
             while (record := session.next_record(now)) is not None:
                 self._send(record)
         for event in session.events():
-            self._dispatch(event)
-        for stream_id, state in list(self._states.items()):
-            if not session.has_stream(stream_id):
-                state.done.set()  # both halves finished and forgotten by the session
-
-    def _dispatch(self, event: object) -> None:
-        if isinstance(event, StreamOpened):
-            self._accepted.put_nowait(self._pair(event.stream_id))
-        elif isinstance(event, StreamReadable):
-            self._state(event.stream_id).readable.set()
-        elif isinstance(event, StreamWritable):
-            self._wake()
-        elif isinstance(event, StreamReset):
-            state = self._state(event.stream_id)
-            state.reset_code = event.error_code
-            state.readable.set()
-        elif isinstance(event, StreamStopped):
-            state = self._state(event.stream_id)
-            state.stopped_code = event.error_code
-            state.drained.set()
-            state.done.set()
-        elif isinstance(event, SessionClosed):
-            self._end_all()
+            self.streams.dispatch(event)
+        self.streams.reap()
 
     def _end_all(self) -> None:
-        for state in self._states.values():
-            state.readable.set()
-            state.drained.set()
-            state.done.set()
+        self.streams.end_all()
         self.closed.set()
-
-    def _state(self, stream_id: int) -> _StreamState:
-        state = self._states.get(stream_id)
-        if state is None:
-            state = self._states[stream_id] = _StreamState(stream_id)
-        return state
-
-    def _pair(self, stream_id: int) -> tuple[NyxStreamReader, NyxStreamWriter]:
-        state = self._state(stream_id)
-        return NyxStreamReader(self, state), NyxStreamWriter(self, state)
-
-    def _read(self, state: _StreamState, n: int) -> bytes:
-        self._raise_if_reset(state)
-        if not self.session.has_stream(state.stream_id):
-            return b""
-        data = self.session.read(state.stream_id, n)
-        if data:
-            self._wake()  # the window moved: a MAX_STREAM_DATA may be due
-        return data
-
-    def _raise_if_reset(self, state: _StreamState) -> None:
-        if state.reset_code is not None:
-            raise StreamClosedError(f"stream {state.stream_id} was reset by the peer (code {state.reset_code})")
-        if state.stopped_code is not None:
-            raise StreamClosedError(f"the peer stopped reading stream {state.stream_id} (code {state.stopped_code})")
-        closed = self.session.closed
-        if closed is not None and closed.error_code != CloseCode.NO_ERROR and not self.session.at_eof(state.stream_id):
-            try:
-                name = CloseCode(closed.error_code).name
-            except ValueError:
-                name = str(closed.error_code)
-            raise StreamClosedError(f"the session closed ({name}): {closed.reason}")
