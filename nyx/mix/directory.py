@@ -10,6 +10,10 @@ comes with `nyx.directory`. The file is
                 "sphinx_keys": {"492305": "<X25519 public key, 64 hex>"},
                 "region": null, "weight": 1.0}, ...]}
 
+A gateway (role "gateway", layer 0) also lists `"stream_keys": {"hybrid": "<X-Wing public key hex>"}`:
+its static handshake keys by suite label, which clients use to open end-to-end sessions to it as an
+exit (the mix layer only carries them; `nyx.stream` gives them meaning).
+
 `sphinx_keys` maps key epochs to keys: a mix publishes the current and the next epoch's key, so
 senders switch at the epoch boundary while packets built just before are still accepted (see
 `KeyRing`). Nodes that are not mixes (gateways, test endpoints) have layer 0 and may have no keys.
@@ -48,6 +52,7 @@ class NodeRecord:
     sphinx_keys: dict[int, bytes] = field(default_factory=dict)
     region: str | None = None
     weight: float = 1.0
+    stream_keys: dict[str, bytes] = field(default_factory=dict)
 
     def address(self) -> PeerAddress:
         return PeerAddress(self.host, self.port, self.fingerprint, self.region)
@@ -69,6 +74,8 @@ class NodeRecord:
             "sphinx_keys": {str(epoch): key.hex() for epoch, key in sorted(self.sphinx_keys.items())},
             "region": self.region,
             "weight": self.weight,
+            **({"stream_keys": {label: key.hex() for label, key in sorted(self.stream_keys.items())}}
+               if self.stream_keys else {}),
         }
 
     @classmethod
@@ -101,6 +108,12 @@ class NodeRecord:
                 raise DirectoryError(f"{where}.sphinx_keys[{epoch}]: expected hex of 32 bytes") from exc
             if len(keys[int(epoch)]) != 32:
                 raise DirectoryError(f"{where}.sphinx_keys[{epoch}]: expected 32 bytes")
+        stream_keys: dict[str, bytes] = {}
+        for label, key in get("stream_keys", dict, {}).items():
+            try:
+                stream_keys[str(label)] = bytes.fromhex(key)
+            except (ValueError, TypeError) as exc:
+                raise DirectoryError(f"{where}.stream_keys[{label}]: expected hex") from exc
         weight = float(get("weight", (int, float), 1.0))
         if weight <= 0:
             raise DirectoryError(f"{where}.weight: must be positive, got {weight}")
@@ -114,6 +127,7 @@ class NodeRecord:
             sphinx_keys=keys,
             region=get("region", str, None),
             weight=weight,
+            stream_keys=stream_keys,
         )
 
 
@@ -158,6 +172,10 @@ class Directory:
 
     def layers(self) -> list[int]:
         return sorted({r.layer for r in self.nodes.values() if r.role == "mix"})
+
+    def gateways(self) -> list[NodeRecord]:
+        """Every node with the gateway role (entries for clients, exits for streams)."""
+        return [r for r in self.nodes.values() if r.role == "gateway"]
 
 
 def select_route(

@@ -88,8 +88,12 @@ class MixNode:
         on_rotate: Callable[[list[int]], None] | None = None,
         rotate_interval_s: float = 10.0,
         clock: Callable[[], float] = time.time,
+        install_handler: bool = True,
     ) -> None:
+        """`install_handler=False`: `run()` leaves the transport's handler alone, for an owner
+        (a gateway) that looks at every packet first and passes mix packets to `receive`."""
         self.core = core
+        self.install_handler = install_handler
         self.transport = transport
         self.batch = batch
         self.queue: DelayQueue[Forward] = DelayQueue()
@@ -108,6 +112,10 @@ class MixNode:
         self._timer_at = float("inf")
 
     # -- receive ---------------------------------------------------------------------------
+
+    def receive(self, peer: str, packet: bytes) -> None:
+        """One packet from `peer`: process it now (the transport handler, or an owner's)."""
+        self._on_packet(peer, packet)
 
     def _on_packet(self, peer: str, packet: bytes) -> None:
         self.received += 1
@@ -171,7 +179,8 @@ class MixNode:
         """Serve until cancelled: receive through the transport, forward on the timer, rotate
         keys periodically."""
         self._loop = asyncio.get_running_loop()
-        self.transport.set_handler(self._on_packet)
+        if self.install_handler:
+            self.transport.set_handler(self._on_packet)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._rotate_loop(), name="mix-key-rotation")

@@ -218,6 +218,13 @@ class Session:
         return self.closed is None and self._close is None and send is not None and send.final_size is None and send.reset_code is None
 
     @property
+    def settled(self) -> bool:
+        """Nothing we accepted is still owed to the peer: every stream byte written was
+        acknowledged (send buffers empty) and no ack-eliciting record is in flight. A draining
+        gateway waits for this on every session before it stops."""
+        return self._recovery.in_flight == 0 and all(s.buffered == 0 for s in self._send.values())
+
+    @property
     def loss_timeout_s(self) -> float:
         """How long an unacknowledged packet waits before it is declared lost, now."""
         return self._recovery.loss_timeout_s()

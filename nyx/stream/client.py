@@ -1,0 +1,545 @@
+"""`nyx.Client`: the embedding API. An application opens streams whose bytes cross the mixnet.
+
+    async with nyx.Client("directory.json") as client:
+        reader, writer = await client.open_connection("echo")      # or "example.org:443"
+        writer.write(b"hello")
+        await writer.drain()
+        print(await reader.read(100))
+        writer.close()
+        await writer.wait_closed()
+
+What one `Client` holds (docs/stream.md, "Embedding the client"):
+
+- **A directory** (`nyx.mix.Directory` or the path of its JSON file): the mixes of every layer,
+  the gateways with their Sphinx keys and their static handshake keys (`stream_keys`).
+- **One entry gateway** (given, or drawn at random) and one QUIC connection to it. The client
+  names itself with a random 96-bit id (16 URL-safe characters); the gateway delivers replies to
+  that id, so the id is the only thing that links this client's replies to its connection.
+- **Routes.** A message goes `[entry, L1, L2, L3, exit]`: the entry removes the first layer (as a
+  Loopix provider), one mix per layer is drawn per packet by weight, and the exit gateway removes
+  the last. Replies come back on SURBs routed `[L1, L2, L3, entry]`, delivered to our id.
+- **Cover** (`nyx.cover.CoverEmitter`, on by default): packets leave at Poisson times whether or
+  not the application writes; a real packet takes the next payload slot, otherwise the slot
+  carries drop cover, and loop cover comes back through the layers. So the wire looks the same
+  idle or busy, and throughput is the cover rate (`CoverConfig.policy.base_pps`, raised by the
+  adaptive controller under sustained load). `cover=None` sends at once: for tests and
+  benchmarks that measure the network, never for users who want unobservability.
+- **Sessions**: one end-to-end session per exit gateway (`ClientCore`: the hybrid post-quantum
+  handshake, then records), opened on the first stream to that exit and reused by later ones.
+  Streams have asyncio-streams semantics (`nyx.stream.shell.NyxStreamReader`/`NyxStreamWriter`).
+- **A target prelude** on every stream (`nyx.stream.target`): the exit answers OK or why not.
+
+Errors say what failed: `NoRouteError` (the directory cannot make a route, or the entry
+gateway cannot be reached), `GatewayRefusedError` (the entry refused us: rate limited, full,
+draining), `SessionOpenError` (the exit never answered the handshake, or refused it),
+`nyx.stream.target.TargetError` (the exit refused the target: not allowed, refused, unknown
+service...), `nyx.stream.shell.StreamClosedError` (a stream was reset or its session ended).
+Each carries `connect_failure` (a `nyx.stream.socks.ConnectFailure`) for the SOCKS front.
+
+One task (owned, started by `__aenter__`, cancelled and awaited by `__aexit__`) drives every
+session: it sleeps until a session's deadline or a wake-up (a write, a read that opened a
+window, a reply), then pumps writes into sessions, builds and sends their packets, and routes
+their events to streams. Replies are handled as they arrive, in the transport's handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import random
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+
+from nyx.cover.client import CoverConfig
+from nyx.cover.emitter import CoverEmitter
+from nyx.cover.packets import DROP_TAG, LOOP_ID_BYTES, LOOP_TAG, CoverPacket
+from nyx.cover.slots import Kind
+from nyx.crypto.suites import DEFAULT_PREFERENCE, Suite
+from nyx.mix.directory import Directory, DirectoryError, NodeRecord, select_route
+from nyx.mix.node import decode_delivery
+from nyx.mix.packet import DEFAULT_FORMAT, Hop, MixPacketError, PacketFormat, SurbKeys, create_packet, create_surb, open_reply
+from nyx.stream.client_core import ClientCore
+from nyx.stream.entry_wire import Refusal, RefusalReason, decode_refusal
+from nyx.stream.events import SessionClosed
+from nyx.stream.handshake import Initiator
+from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams
+from nyx.stream.socks import ConnectFailure
+from nyx.stream.session import SessionConfig
+from nyx.stream.surbs import SurbPolicy
+from nyx.stream.target import Target, request_target
+from nyx.transport.base import Transport, TransportError
+
+__all__ = ["Client", "ClientError", "GatewayRefusedError", "NoRouteError", "SessionOpenError"]
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID_CHARS = 16  # a node id on the wire holds 16 ASCII bytes: 96 random bits in URL-safe base64
+#: SURB keys kept at most this long (an unused SURB's route has long lost its epoch by then).
+SURB_KEEP_S = 3 * 3600.0
+MAX_SURB_KEYS = 200_000
+BACKLOG_RECHECK_S = 0.01
+
+
+class ClientError(ConnectionError):
+    """Base class: the client could not do what was asked; `connect_failure` says why in general."""
+
+    connect_failure = ConnectFailure.OTHER
+
+
+class NoRouteError(ClientError):
+    """No route: the directory lacks a layer, a gateway or keys for the epoch, or the entry
+    gateway cannot be reached."""
+
+    connect_failure = ConnectFailure.NO_ROUTE
+
+
+class GatewayRefusedError(ClientError):
+    """The entry gateway refused this client (`reason`: rate limited, full, draining)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(f"the entry gateway refused this client ({refusal.reason.name.lower()}): {refusal.text}")
+        self.refusal = refusal
+        self.connect_failure = (
+            ConnectFailure.RATE_LIMITED if refusal.reason is RefusalReason.RATE_LIMITED else ConnectFailure.NO_ROUTE
+        )
+
+
+class SessionOpenError(ClientError):
+    """The exit gateway never completed the handshake (no answer after every retry, or it refused)."""
+
+    connect_failure = ConnectFailure.TIMEOUT
+
+
+class _ClientSession:
+    """One session to one exit: its core, and its streams once the exit accepted."""
+
+    __slots__ = ("exit_id", "core", "streams", "opened")
+
+    def __init__(self, exit_id: str, core: ClientCore, opened: asyncio.Future[None]) -> None:
+        self.exit_id = exit_id
+        self.core = core
+        self.streams: SessionStreams | None = None
+        self.opened = opened
+
+    @property
+    def usable(self) -> bool:
+        session = self.core.session
+        return self.core.failed is None and (session is None or session.closed is None)
+
+
+class Client:
+    """A mixnet client (async context manager); see the module docstring."""
+
+    def __init__(
+        self,
+        directory: Directory | Path | str,
+        *,
+        gateway: str | None = None,
+        exit: str | None = None,
+        transport: Transport | Callable[[str], Transport] | None = None,
+        cover: CoverConfig | None = CoverConfig(),
+        session_config: SessionConfig | None = None,
+        suites: tuple[Suite, ...] = DEFAULT_PREFERENCE,
+        client_id: str | None = None,
+        connect_timeout_s: float = 10.0,
+        resend_s: float = 2.0,
+        max_tries: int = 5,
+        packet_format: PacketFormat = DEFAULT_FORMAT,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        """`gateway`: the entry (default: drawn among the directory's gateways). `exit`: the
+        default exit for streams (default: drawn among gateways other than the entry when there
+        is one). `transport`: a Transport, or a factory called with the client id (default: QUIC
+        on an ephemeral UDP port with a fresh certificate; the backend is qh3 when installed)."""
+        self.directory = directory if isinstance(directory, Directory) else Directory.load(Path(directory))
+        self.rng = rng or random.SystemRandom()
+        self.client_id = client_id or secrets.token_urlsafe(12)
+        if len(self.client_id) != CLIENT_ID_CHARS and client_id is None:
+            raise AssertionError("token_urlsafe(12) is 16 characters")
+        gateways = [g for g in self.directory.gateways() if g.sphinx_keys]
+        if not gateways:
+            raise NoRouteError("the directory lists no gateway with Sphinx keys")
+        if gateway is None:
+            entry = self.rng.choice(gateways)
+        elif (entry := self.directory.nodes.get(gateway)) is None or entry.role != "gateway":
+            raise NoRouteError(f"gateway {gateway!r} is not a gateway in the directory")
+        self.entry: NodeRecord = entry
+        self.default_exit = exit
+        self._transport_arg = transport
+        self.cover_config = cover
+        self.session_config = session_config or SessionConfig(surbs=SurbPolicy())
+        if self.session_config.surbs is None:
+            raise ValueError("session_config needs a SurbPolicy: exits answer on SURBs only")
+        self.suites = suites
+        self.connect_timeout_s = connect_timeout_s
+        self.resend_s, self.max_tries = resend_s, max_tries
+        self.packet_format = packet_format
+        self.clock = clock
+        self.transport: Transport | None = None
+        self.emitter: CoverEmitter | None = None
+        self.refusal: Refusal | None = None
+        self.drops: collections.Counter[str] = collections.Counter()
+        self.packets_sent = 0
+        self._sessions: dict[str, _ClientSession] = {}
+        self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
+        self._surb_keys: collections.OrderedDict[bytes, tuple[float, SurbKeys, _ClientSession]] = collections.OrderedDict()
+        self._wakeup = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        self._started: asyncio.Future[None] | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Client:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect to the entry gateway and start the driving task (and cover)."""
+        transport = self._make_transport()
+        self.transport = transport
+        transport.set_handler(self._on_datagram)
+        await transport.listen()
+        transport.add_peer(self.entry.node_id, self.entry.address())
+        try:
+            async with asyncio.timeout(self.connect_timeout_s):
+                await transport.connect(self.entry.node_id)
+        except (TimeoutError, ConnectionError, TransportError) as exc:
+            await transport.close()
+            raise NoRouteError(f"cannot reach the entry gateway {self.entry.node_id}: {exc!r}") from exc
+        if self.cover_config is not None:
+            self.emitter = CoverEmitter(transport, self._cover_packet, self.cover_config, rng=self.rng)
+        self._started = asyncio.get_running_loop().create_future()
+        self._runner = asyncio.create_task(self._run(), name=f"client {self.client_id[:4]}")
+        await self._started
+
+    def _make_transport(self) -> Transport:
+        arg = self._transport_arg
+        if isinstance(arg, Transport):
+            return arg
+        if arg is not None:
+            return arg(self.client_id)
+        from nyx.node.config import resolve_backend
+        from nyx.transport.certs import NodeIdentity
+        from nyx.transport.quic import QuicSettings, QuicTransport
+
+        host = "127.0.0.1" if self.entry.host in ("127.0.0.1", "localhost") else "0.0.0.0"
+        settings = QuicSettings(host=host, port=0, backend=resolve_backend("auto"))
+        return QuicTransport(self.client_id, NodeIdentity.generate(self.client_id), settings)
+
+    async def _run(self) -> None:
+        assert self._started is not None
+        try:
+            async with asyncio.TaskGroup() as tg:
+                if self.emitter is not None:
+                    tg.create_task(self.emitter.run(), name="client cover")
+                tg.create_task(self._drive(), name="client sessions")
+                self._started.set_result(None)
+        finally:
+            if not self._started.done():
+                self._started.set_result(None)
+
+    async def close(self) -> None:
+        """Close every session (CLOSE sent when it can be), stop the task and the transport."""
+        for session in self._sessions.values():
+            if session.core.session is not None and session.core.session.closed is None:
+                session.core.session.close()
+        if self._sessions and self._runner is not None and not self._runner.done():
+            self._wakeup.set()
+            await asyncio.sleep(0.05)  # one turn of the driver: the CLOSEs take their slots
+        if self._runner is not None:
+            self._runner.cancel()
+            try:
+                await self._runner
+            except asyncio.CancelledError:
+                pass
+            self._runner = None
+        for session in self._sessions.values():
+            if session.streams is not None:
+                session.streams.end_all()
+            if not session.opened.done():
+                session.opened.set_exception(ClientError("the client closed"))
+                session.opened.exception()  # retrieved: nobody may be waiting
+        if self.transport is not None:
+            await self.transport.close()
+
+    # -- streams ------------------------------------------------------------------------------------
+
+    async def open_connection(
+        self, target: str | Target, *, exit: str | None = None
+    ) -> tuple[NyxStreamReader, NyxStreamWriter]:
+        """A stream to `target` (a service name like "echo", or "host:port" on the exit's
+        allowlist) through `exit` (default: the client's). Raises a `ClientError`, or
+        `TargetError` when the exit refuses the target."""
+        parsed = target if isinstance(target, Target) else Target.parse(target)
+        session = await self._session_to(exit or self._choose_exit())
+        assert session.streams is not None
+        reader, writer = session.streams.open()
+        self._wakeup.set()
+        await request_target(reader, writer, parsed)
+        return reader, writer
+
+    def _choose_exit(self) -> str:
+        if self.default_exit is None:
+            exits = [g for g in self.directory.gateways() if g.stream_keys and g.sphinx_keys]
+            others = [g for g in exits if g.node_id != self.entry.node_id]
+            if not exits:
+                raise NoRouteError("the directory lists no exit gateway with stream keys")
+            self.default_exit = self.rng.choice(others or exits).node_id
+        return self.default_exit
+
+    async def _session_to(self, exit_id: str) -> _ClientSession:
+        if self._runner is None:
+            raise ClientError("the client is not started: use `async with Client(...)` or `await start()`")
+        if self.refusal is not None:
+            raise GatewayRefusedError(self.refusal)
+        session = self._sessions.get(exit_id)
+        if session is None or not session.usable:
+            session = self._open_session(exit_id)
+        await asyncio.shield(session.opened)
+        return session
+
+    def _open_session(self, exit_id: str) -> _ClientSession:
+        record = self.directory.nodes.get(exit_id)
+        if record is None or record.role != "gateway":
+            raise NoRouteError(f"exit {exit_id!r} is not a gateway in the directory")
+        keys = {}
+        for suite in self.suites:
+            key = record.stream_keys.get(suite.label)
+            if key is not None:
+                keys[suite] = key
+        if not keys:
+            raise NoRouteError(f"exit {exit_id} publishes no handshake key for suites {[s.label for s in self.suites]}")
+        opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        holder: list[_ClientSession] = []
+        core = ClientCore(
+            Initiator(keys, preference=[s for s in self.suites if s in keys]),
+            self.session_config,
+            lambda n: self._make_surbs(holder[0], n),
+            self.clock(),
+            resend_s=self.resend_s,
+            max_tries=self.max_tries,
+        )
+        session = _ClientSession(exit_id, core, opened)
+        holder.append(session)
+        self._sessions[exit_id] = session
+        self._send_envelopes(session, core.start(self.clock()))
+        self._wakeup.set()
+        return session
+
+    # -- packets ------------------------------------------------------------------------------------
+
+    def _epoch(self, *nodes: NodeRecord) -> int:
+        """The epoch to build for: the oldest one every gateway on the path publishes a key for
+        (mixes publish the current and the next; the current is the one every node accepts)."""
+        common = set.intersection(*(set(n.sphinx_keys) for n in nodes))
+        if not common:
+            raise NoRouteError("the gateways on this path publish no Sphinx key for a common epoch")
+        return min(common)
+
+    def _forward_route(self, epoch: int, exit_id: str) -> list[Hop]:
+        return [self.entry.hop(epoch), *select_route(self.directory, epoch, exit_node=exit_id, rng=self.rng)]
+
+    def _send_envelopes(self, session: _ClientSession, envelopes: list[bytes]) -> None:
+        if not envelopes:
+            return
+        exit_record = self.directory.nodes[session.exit_id]
+        try:
+            epoch = self._epoch(self.entry, exit_record)
+            for envelope in envelopes:
+                first, packet = create_packet(self._forward_route(epoch, session.exit_id), session.exit_id,
+                                              envelope, epoch, self.packet_format)
+                self._send_packet(first, packet)
+        except (DirectoryError, MixPacketError) as exc:
+            self.drops["no_route"] += len(envelopes)
+            log.warning("cannot build a route: %s", exc)
+
+    def _send_packet(self, first_hop: str, packet: bytes) -> None:
+        """A real packet: into the next payload slot (cover on), or out now (cover off). With
+        cover, packets the slot queue has no room for wait in `_backlog` (never dropped): the
+        driver offers them as slots free and polls no session while any wait, so records are
+        made no faster than the cover rate sends them."""
+        if self.emitter is not None:
+            self._backlog.append((first_hop, packet))
+            self._offer_backlog()
+            return
+        assert self.transport is not None
+        try:
+            if self.transport.send(first_hop, packet):
+                self.packets_sent += 1
+            else:
+                self.drops["queue_full"] += 1
+        except TransportError:
+            self.drops["transport"] += 1
+
+    def _offer_backlog(self) -> bool:
+        """Move waiting packets into free payload slots; True when none is left waiting."""
+        emitter, backlog = self.emitter, self._backlog
+        if emitter is None or emitter.core is None:
+            return not backlog
+        now = asyncio.get_running_loop().time()
+        while backlog and emitter.core.offer(backlog[0], now):
+            backlog.popleft()
+            self.packets_sent += 1
+        return not backlog
+
+    def _make_surbs(self, session: _ClientSession, count: int) -> list[bytes]:
+        """`count` SURBs routed [L1, L2, L3, entry] to this client; their keys filed by id."""
+        out: list[bytes] = []
+        now = self.clock()
+        try:
+            epoch = self._epoch(self.entry)
+            for _ in range(count):
+                route = [*select_route(self.directory, epoch, rng=self.rng), self.entry.hop(epoch)]
+                surb, keys = create_surb(route, self.client_id, epoch, fmt=self.packet_format)
+                self._surb_keys[keys.surb_id] = (now, keys, session)
+                out.append(surb.to_bytes())
+        except (DirectoryError, MixPacketError) as exc:
+            self.drops["surb_route"] += 1
+            log.warning("cannot build a SURB: %s", exc)
+        self._prune_surbs(now)
+        return out
+
+    def _prune_surbs(self, now: float) -> None:
+        keys = self._surb_keys
+        while keys and (len(keys) > MAX_SURB_KEYS or next(iter(keys.values()))[0] < now - SURB_KEEP_S):
+            keys.popitem(last=False)
+
+    def _cover_packet(self, kind: Kind) -> CoverPacket:
+        """Cover on the same route shapes as real packets: loops [entry, L1, L2, L3, entry] back
+        to us, fills and drops [entry, L1, L2, L3, gateway] to a gateway that discards them."""
+        epoch = self._epoch(self.entry)
+        layers = select_route(self.directory, epoch, rng=self.rng)
+        if kind is Kind.LOOP:
+            loop_id = secrets.token_bytes(LOOP_ID_BYTES)
+            route = [self.entry.hop(epoch), *layers, self.entry.hop(epoch)]
+            first, packet = create_packet(route, self.client_id, LOOP_TAG + loop_id, epoch, self.packet_format)
+            return CoverPacket(first, packet, loop_id, tuple(h.node_id for h in route))
+        sinks = [g for g in self.directory.gateways() if epoch in g.sphinx_keys]
+        sink = self.rng.choice(sinks)
+        route = [self.entry.hop(epoch), *layers, sink.hop(epoch)]
+        first, packet = create_packet(route, sink.node_id, DROP_TAG + secrets.token_bytes(LOOP_ID_BYTES), epoch,
+                                      self.packet_format)
+        return CoverPacket(first, packet)
+
+    # -- receiving ----------------------------------------------------------------------------------
+
+    def _on_datagram(self, peer: str, data: bytes) -> None:
+        if peer != self.entry.node_id:
+            self.drops["not_from_entry"] += 1
+            return
+        refusal = decode_refusal(data)
+        if refusal is not None:
+            self._refused(refusal)
+            return
+        try:
+            surb_id, payload = decode_delivery(data)
+        except ValueError:
+            self.drops["not_a_delivery"] += 1
+            return
+        if surb_id is None:
+            if self.emitter is None or not self.emitter.on_delivery(payload):
+                self.drops["unexpected_message"] += 1
+            return
+        filed = self._surb_keys.pop(surb_id, None)
+        if filed is None:
+            self.drops["unknown_surb"] += 1  # spent already (a replay) or never ours
+            return
+        _, keys, session = filed
+        try:
+            message = open_reply(keys, payload, self.packet_format)
+        except MixPacketError:
+            self.drops["reply_tampered"] += 1
+            return
+        session.core.receive(message, self.clock())
+        self._wakeup.set()
+
+    def _refused(self, refusal: Refusal) -> None:
+        self.refusal = refusal
+        log.warning("entry gateway %s refused this client: %s", self.entry.node_id, refusal.text)
+        for session in self._sessions.values():
+            if not session.opened.done():
+                session.opened.set_exception(GatewayRefusedError(refusal))
+
+    # -- the driver ---------------------------------------------------------------------------------
+
+    async def _drive(self) -> None:
+        wakeup = self._wakeup
+        while True:
+            wakeup.clear()
+            deadline = self._pump()
+            timeout = None if deadline is None else max(0.0, deadline - self.clock())
+            try:
+                async with asyncio.timeout(timeout):
+                    await wakeup.wait()
+            except TimeoutError:
+                pass
+
+    def _pump(self) -> float | None:
+        """One pass over every session; returns the earliest deadline."""
+        now = self.clock()
+        earliest: float | None = None
+        room = self._offer_backlog()
+        if not room:
+            earliest = now + BACKLOG_RECHECK_S  # slots free at the cover rate: look again soon
+        for exit_id, session in list(self._sessions.items()):
+            core = session.core
+            due = core.deadline()
+            if due is not None and due <= now:
+                core.on_timer(now)
+            if session.streams is not None:
+                session.streams.pump_writes()
+            if room:
+                self._send_envelopes(session, core.poll(now))
+                room = self._offer_backlog()
+            self._events(session)
+            if session.streams is not None:
+                session.streams.reap()
+            due = core.deadline()
+            if due is not None:
+                earliest = due if earliest is None else min(earliest, due)
+            if not session.usable and session.opened.done() and self._sessions.get(exit_id) is session:
+                if session.core.session is None or not session.core.session.lingering:
+                    del self._sessions[exit_id]
+        return earliest
+
+    def _events(self, session: _ClientSession) -> None:
+        core = session.core
+        for event in core.events():
+            if session.streams is None and core.session is not None:
+                session.streams = SessionStreams(core.session, self._wakeup.set)
+                if not session.opened.done():
+                    session.opened.set_result(None)
+            if session.streams is not None:
+                session.streams.dispatch(event)
+            if isinstance(event, SessionClosed) and not session.opened.done():
+                session.opened.set_exception(SessionOpenError(
+                    f"the exit {session.exit_id} did not open a session: {event.reason or 'no answer'}"
+                ))
+        if session.streams is None and core.session is not None:
+            session.streams = SessionStreams(core.session, self._wakeup.set)
+            if not session.opened.done():
+                session.opened.set_result(None)
+
+    # -- telemetry ----------------------------------------------------------------------------------
+
+    def metric_values(self) -> dict[str, float]:
+        values = {
+            "client_sessions_open": float(sum(1 for s in self._sessions.values() if s.core.session is not None)),
+            "client_packets_sent_total": float(self.packets_sent),
+            "client_drops_total": float(sum(self.drops.values())),
+            "client_surbs_outstanding": float(len(self._surb_keys)),
+            "client_packets_waiting": float(len(self._backlog)),
+        }
+        if self.emitter is not None:
+            values.update(self.emitter.metric_values())
+        return values
