@@ -281,14 +281,15 @@ class Client:
         allowlist) through `exit` (default: the client's). Raises a `ClientError`, or
         `TargetError` when the exit refuses the target."""
         parsed = target if isinstance(target, Target) else Target.parse(target)
-        session = await self._session_to(exit or self._choose_exit())
+        session = await self._session_to(exit or self.choose_exit())
         assert session.streams is not None
         reader, writer = session.streams.open()
         self._wakeup.set()
         await request_target(reader, writer, parsed)
         return reader, writer
 
-    def _choose_exit(self) -> str:
+    def choose_exit(self) -> str:
+        """The default exit (drawn once, among gateways other than the entry when possible)."""
         if self.default_exit is None:
             exits = [g for g in self.directory.gateways() if g.stream_keys and g.sphinx_keys]
             others = [g for g in exits if g.node_id != self.entry.node_id]

@@ -324,7 +324,11 @@ class Gateway:
     def metric_values(self) -> dict[str, float]:
         """Gauges and totals for the registry (names in docs/metrics.md)."""
         exit_drops = self.exit.all_drops()
+        handshake_errors = {k: v for k, v in exit_drops.items() if k.startswith("handshake_")}
         return {
+            "api_handshake_errors_total": float(sum(handshake_errors.values())),
+            "client_version_errors": float(handshake_errors.get("handshake_unsupported_version", 0)
+                                           + handshake_errors.get("handshake_unsupported_suite", 0)),
             "gateway_clients": float(len(self.clients)),
             "gateway_sessions_open": float(len(self.exit)),
             "gateway_sessions_opened_total": float(self.exit.sessions_opened),

@@ -72,6 +72,17 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("mix_loop_success", "gauge", "Share of a mix's judged loop cover packets that came back (lost loops flag failing or attacking mixes)", "cover", unit="ratio"),
     MetricSpec("cover_loops_returned_total", "counter", "Loop cover packets that came back", "cover"),
     MetricSpec("cover_loops_lost_total", "counter", "Loop cover packets that did not come back within the loop timeout", "cover"),
+    # -- gateway detail (no SCL scenario; docs/stream.md) --
+    MetricSpec("gateway_clients", "gauge", "Clients admitted at this entry gateway and not yet forgotten", "stream"),
+    MetricSpec("gateway_sessions_open", "gauge", "End-to-end sessions open at this exit gateway", "stream"),
+    MetricSpec("gateway_sessions_opened_total", "counter", "End-to-end sessions this exit gateway opened", "stream"),
+    MetricSpec("gateway_streams_open", "gauge", "Streams this exit gateway is serving (service or TCP relay)", "stream"),
+    MetricSpec("gateway_replies_sent_total", "counter", "Reply packets this exit sent on clients' SURBs", "stream"),
+    MetricSpec("gateway_client_deliveries_total", "counter", "Packets this entry gateway delivered to its clients (SURB replies, loops)", "stream"),
+    MetricSpec("gateway_client_admitted_total", "counter", "Client handshakes admitted by the per-address rate limit", "stream"),
+    MetricSpec("gateway_client_rate_limited_total", "counter", "Client handshakes refused by the per-address rate limit (correct refusals, not errors)", "stream"),
+    MetricSpec("gateway_exit_drops_total", "counter", "Envelopes the exit dropped (malformed, unknown session, failed handshakes, full)", "stream"),
+    MetricSpec("gateway_drops_total", "counter", "Packets the gateway itself dropped (not a packet, refused client, client gone, bad SURB)", "stream"),
     # -- node --
     MetricSpec("node_draining", "gauge", "1 while the node drains for shutdown, else 0", "node"),
 )
