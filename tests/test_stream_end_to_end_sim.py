@@ -145,3 +145,25 @@ async def test_a_directory_without_gateways_is_no_route() -> None:
     mixes_only = Directory.of(r for r in net.directory.nodes.values() if r.role == "mix")
     with pytest.raises(NoRouteError):
         Client(mixes_only)
+
+
+async def test_a_draining_exit_finishes_its_streams_and_refuses_new_sessions() -> None:
+    async def body(net: SimNet) -> None:
+        exit_gw = net.gateways["gw-b"]
+        async with net.client() as client:
+            reader, writer = await asyncio.wait_for(client.open_connection("echo"), 20)
+            payload = random.Random(5).randbytes(200_000)
+            writer.write(payload)
+            drain = asyncio.create_task(exit_gw.drain(timeout_s=30))
+            await writer.drain()
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.readexactly(len(payload)), 30) == payload
+            assert await asyncio.wait_for(drain, 30) is True  # every accepted byte acknowledged
+        async with net.client(resend_s=0.2, max_tries=2) as late:
+            with pytest.raises(Exception) as refused:
+                await asyncio.wait_for(late.open_connection("echo"), 20)
+            assert "did not open a session" in str(refused.value)
+        # refused: by the exit (sessions_full) while it drains, by the mix node once drained
+        assert exit_gw.exit.all_drops()["sessions_full"] + exit_gw.node.node_drops["draining"] > 0
+
+    await asyncio.wait_for(run_with_net(body), 90)
