@@ -31,7 +31,8 @@ class OversizeError(TransportError, ValueError):
 
 
 class UnknownPeerError(TransportError, KeyError):
-    """No address is known for the peer; add its directory record with `add_peer` first."""
+    """No address is known for the peer (add its directory record with `add_peer` first), and no
+    live connection from it that packets could go back on."""
 
 
 class TransportClosedError(TransportError):
@@ -112,7 +113,9 @@ class Transport(abc.ABC):
     def send(self, peer: PeerId, packet: bytes) -> bool:
         """Queue `packet` for `peer`. True if queued; False if dropped (and counted) because the
         peer's bounded queue is full. Raises OversizeError for a packet that cannot fit one
-        datagram, UnknownPeerError for a peer with no address, TransportClosedError after close."""
+        datagram, UnknownPeerError for a peer with no address and no live connection from it
+        (a gateway's client is sent to on the connection it opened), TransportClosedError after
+        close."""
 
     @abc.abstractmethod
     async def wait_writable(self, peer: PeerId) -> None:
@@ -134,6 +137,18 @@ class Transport(abc.ABC):
     @abc.abstractmethod
     def peers(self) -> list[PeerId]:
         """Every peer with counters (sent to or received from)."""
+
+    def inbound_source(self, peer: PeerId) -> tuple[str, int] | None:
+        """The network source address of the live connection `peer` opened to us, or None.
+
+        A gateway keys its per-source rate limit on it. The default suits a transport without
+        network addresses: there is none."""
+        return None
+
+    def close_inbound(self, peer: PeerId, reason: str) -> bool:
+        """Close the live connection `peer` opened to us, telling it `reason`; True if there was
+        one. A gateway sheds a client this way. The default has no connections: False."""
+        return False
 
     async def drain(self, timeout_s: float = 5.0) -> bool:
         """Wait until every packet this transport accepted has left it (or `timeout_s` passed);

@@ -64,7 +64,8 @@ class ConnectionDriver:
     __slots__ = (
         "quic", "addr", "outbound", "peer", "stats", "link", "cids", "events", "backend", "clock", "loop",
         "timer", "timer_at", "close_reason", "failure", "hello", "last_received", "last_sent", "opened_at",
-        "backend_errors", "handshake_done", "handshake_at", "ended",
+        "backend_errors", "handshake_done", "handshake_at", "ended", "closing", "label", "handed",
+        "handed_bytes", "room",
     )
 
     def __init__(
@@ -104,6 +105,13 @@ class ConnectionDriver:
         self.handshake_done = False
         self.handshake_at = 0.0
         self.ended = False
+        self.closing = False  # we asked the backend to close it: nothing more is sent on it
+        # Inbound only: the name the peer claimed in its hello, and what sending back to it has
+        # handed to the backend since its last transmit (bounded like an outbound link's).
+        self.label: PeerId | None = None
+        self.handed = 0
+        self.handed_bytes = 0
+        self.room: asyncio.Event | None = None  # set after each transmit, for `wait_writable`
 
     # -- input -------------------------------------------------------------------------------
 
@@ -133,6 +141,7 @@ class ConnectionDriver:
 
     def close(self, reason: str) -> None:
         """Close with a CONNECTION_CLOSE (sent at the next flush); termination follows."""
+        self.closing = True
         try:
             self.quic.close(error_code=0, reason_phrase=reason)
         except Exception:  # already closed
@@ -211,7 +220,7 @@ class ConnectionDriver:
 
     def _on_stream(self, event: Any) -> None:
         """Inbound: the peer names itself in a one-line hello on stream 0 (a label for
-        statistics, not an authenticated identity)."""
+        statistics and for sending back to it, a claim, not an authenticated identity)."""
         if self.outbound or event.stream_id != HELLO_STREAM_ID:
             return
         if len(self.hello) + len(event.data) > MAX_HELLO_BYTES:

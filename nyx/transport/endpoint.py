@@ -10,6 +10,12 @@ counted in `unroutable` and dropped.
 
 Transmission is batched: a connection touched by a receive, a send or a timer is marked dirty,
 and one `call_soon` per loop turn transmits every dirty connection.
+
+Packets go back to peers that connected to us (a gateway's clients, which are in no directory and
+may sit behind NAT) over their inbound connection: `by_label` maps the name each one claimed in its
+hello, once its handshake completed, to that connection; the newest claim wins, so a client that
+reconnects before its old connection times out gets its packets. Like an outbound link, what is
+handed to the backend is bounded (`queue_packets`, and the backend's window: see outbound.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from nyx.transport.admission import AdmissionLimits, Admit, InboundAdmission, Se
 from nyx.transport.backends import Backend
 from nyx.transport.base import LinkStats, PacketHandler, PeerAddress, PeerId
 from nyx.transport.driver import CID_LENGTH, ConnectionDriver, ConnectionFactory, PeerAuthenticationError
+from nyx.transport.outbound import DATAGRAM_OVERHEAD_BYTES
 from nyx.transport.retry import RetryTokens
 from nyx.transport.wire import InitialHeader, destination_cid, is_initial, parse_initial
 
@@ -43,8 +50,10 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         factory: ConnectionFactory,
         limits: AdmissionLimits,
         clock: Callable[[], float],
+        queue_packets: int = 1024,
     ) -> None:
         self.node_id = node_id
+        self.queue_packets = queue_packets
         self.backend = backend
         self.factory = factory
         self.clock = clock
@@ -56,6 +65,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.by_cid: dict[bytes, ConnectionDriver] = {}
         self.inbound: set[ConnectionDriver] = set()
         self.stats_in: dict[PeerId, LinkStats] = {}
+        self.by_label: dict[PeerId, ConnectionDriver] = {}  # live, handshake done, newest claim
         self.closing = False
         self._dirty: set[ConnectionDriver] = set()
         self._flush_handle: asyncio.Handle | None = None
@@ -101,6 +111,8 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.flush()
         for driver in set(self.by_cid.values()) | self.inbound:
             driver.cancel_timer()
+            self._wake(driver)  # `wait_writable` callers then see the transport closed
+        self.by_label.clear()
         if self._flush_handle is not None:
             self._flush_handle.cancel()
         if self.handshake_timer is not None:
@@ -275,8 +287,10 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             log.exception("%s: packet handler failed on a packet from %s", self.node_id, driver.peer)
 
     def label_inbound(self, driver: ConnectionDriver, label: str) -> None:
-        driver.peer = label
+        driver.peer = driver.label = label
         driver.stats = self._stats_in_for(label)
+        if driver.handshake_done:
+            self._claim(driver)
 
     def handshake_completed(self, driver: ConnectionDriver, resumed: bool) -> None:
         self.handshakes += 1
@@ -286,6 +300,8 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             if not self.admission.established(driver):
                 self.inbound_refused += 1
                 driver.close("server busy")
+            elif driver.label is not None:
+                self._claim(driver)
             return
         self.handshake_s.record(self.clock() - driver.opened_at)
         driver.say_hello(self.node_id)
@@ -302,6 +318,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if not driver.outbound:
             self.inbound.discard(driver)
             self.admission.closed(driver)
+            self._release(driver)
         if isinstance(driver.failure, PeerAuthenticationError):
             self.auth_failures += 1
         if driver.link is not None:
@@ -313,6 +330,64 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if not driver.backend_errors:
             log.warning("%s: QUIC backend error on the connection with %s: %s", self.node_id, driver.peer, exc)
         driver.backend_errors += 1
+
+    # -- sending back on inbound connections -------------------------------------------------
+
+    def _claim(self, driver: ConnectionDriver) -> None:
+        """`driver` (handshake completed, hello read) takes its label, from an older connection
+        too: a claim, not a proof, which is why a gateway gives its clients unguessable ids."""
+        label = driver.label
+        if label is None or driver.closing or driver.ended or self.closing:
+            return
+        previous = self.by_label.get(label)
+        self.by_label[label] = driver
+        if previous is not None and previous is not driver:
+            log.debug("%s: %s reconnected from %s port %s; the newest connection takes its packets",
+                      self.node_id, label, driver.addr[0], driver.addr[1])
+            self._wake(previous)  # its waiters look the label up again
+
+    def _release(self, driver: ConnectionDriver) -> None:
+        label = driver.label
+        if label is not None and self.by_label.get(label) is driver:
+            del self.by_label[label]
+        self._wake(driver)
+
+    @staticmethod
+    def _wake(driver: ConnectionDriver) -> None:
+        room = driver.room
+        if room is not None:
+            room.set()
+
+    def has_room(self, driver: ConnectionDriver) -> bool:
+        """The rule of outbound links: at most `queue_packets` frames handed to the backend and
+        not yet transmitted, and no more than the backend's window takes (aioquic's DATAGRAM
+        deque is unbounded; qh3 transmits past its congestion window)."""
+        limit = self.queue_packets
+        return driver.handed < limit and self.backend.window_open(driver.quic, driver.handed_bytes, limit)
+
+    def send_inbound(self, driver: ConnectionDriver, packet: bytes) -> bool:
+        """Hand `packet` to an inbound connection's backend (sent at the next flush); False if it
+        has no room (the caller counts the drop)."""
+        if not self.has_room(driver):
+            return False
+        driver.quic.send_datagram_frame(packet)
+        driver.handed += 1
+        driver.handed_bytes += len(packet) + DATAGRAM_OVERHEAD_BYTES
+        stats = driver.stats
+        stats.sent += 1
+        stats.bytes_sent += len(packet)
+        self.mark_dirty(driver)
+        return True
+
+    def close_inbound(self, label: PeerId, reason: str) -> bool:
+        """Close the inbound connection holding `label` with a CONNECTION_CLOSE carrying `reason`;
+        the label is free at once. False if no live inbound connection holds it."""
+        driver = self.by_label.pop(label, None)
+        if driver is None:
+            return False
+        driver.close(reason)
+        self._wake(driver)
+        return True
 
     # -- transmitting ------------------------------------------------------------------------
 
@@ -331,6 +406,9 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             link = driver.link
             if link is None or link.conn is not driver:
                 self.transmit(driver)
+                if driver.handed or driver.room is not None:  # inbound, sent back on
+                    driver.handed = driver.handed_bytes = 0
+                    self._wake(driver)
                 continue
             link.before_transmit(driver)
             self.transmit(driver)

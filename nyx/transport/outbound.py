@@ -1,10 +1,12 @@
 """An outbound link: this node's sending side towards one peer (the asyncio shell of a supervisor).
 
-Sending goes only over outbound links, each authenticated by pinning the peer's certificate
-fingerprint from the directory. A link holds a bounded `SendQueue` while it is connecting and
-hands packets to its connection's DATAGRAM queue only as far as the backend's window allows
-(aioquic's queue is unbounded, qh3's core sends past its congestion window), so every queue is
-bounded: overflow is a counted drop, and `wait_writable` turns it into backpressure.
+Sending to a directory peer goes only over its outbound link, authenticated by pinning the peer's
+certificate fingerprint from the directory (peers in no directory are sent to on the connection
+they opened: endpoint.py, with the same bound as here). A link holds a bounded `SendQueue` while
+it is connecting and hands packets to its connection's DATAGRAM queue only as far as the
+backend's window allows (aioquic's queue is unbounded, qh3's core sends past its congestion
+window), so every queue is bounded: overflow is a counted drop, and `wait_writable` turns it
+into backpressure.
 
 When to connect, ping, give up and retry is decided by the link's `LinkSupervisor`; `run` is
 the task that carries out its decisions and sleeps until its next deadline or the next event.

@@ -9,6 +9,10 @@ The layer reads in four parts (see docs/transport.md):
   up and reconnects with backoff; its queue is bounded;
 - this module: the thin `Transport` facade, configured by a `QuicSettings` value.
 
+A peer with a directory record (`add_peer`) is sent to over its outbound link, always. A peer
+without one but with a live inbound connection (a gateway's client, named by its hello) is sent
+to over that connection, bounded the same way; anyone else is an `UnknownPeerError`.
+
 The facade owns one task group, scoped with `async with` in a runner task that `listen()` starts
 and `close()` ends and awaits: every link task belongs to it, and closing cancels them all.
 """
@@ -84,7 +88,8 @@ class QuicTransport(Transport):
         self.client_tickets = client_tickets if client_tickets is not None else ClientTicketCache()
         factory = ConnectionFactory(self.backend, identity, settings.idle_timeout_s, settings.resumption,
                                     self.client_tickets)
-        self._endpoint = QuicEndpoint(node_id, self.backend, factory, settings.admission, clock)
+        self._endpoint = QuicEndpoint(node_id, self.backend, factory, settings.admission, clock,
+                                      settings.queue_packets)
         self._addresses: dict[PeerId, PeerAddress] = {}
         self._links: dict[PeerId, OutboundLink] = {}
         self._tg: asyncio.TaskGroup | None = None
@@ -136,8 +141,11 @@ class QuicTransport(Transport):
     async def drain(self, timeout_s: float = 5.0) -> bool:
         """Wait until every queued packet has left (or `timeout_s`); True if all left."""
         deadline = self._clock() + timeout_s
+        pending = self.backend.pending_datagrams
         while self._clock() < deadline:
-            if not any(link.pending() for link in self._links.values()):
+            if not any(link.pending() for link in self._links.values()) and not any(
+                driver.handed or pending(driver.quic) for driver in self._endpoint.by_label.values()
+            ):
                 return True
             await asyncio.sleep(0.01)
         return False
@@ -210,7 +218,16 @@ class QuicTransport(Transport):
     # -- sending ---------------------------------------------------------------------------
 
     def send(self, peer: PeerId, packet: bytes) -> bool:
-        link = self._links.get(peer) or self._link(peer)
+        link = self._links.get(peer)
+        if link is None:
+            if peer not in self._addresses:
+                driver = self._inbound(peer)
+                self._check(packet)
+                if self._endpoint.send_inbound(driver, packet):
+                    return True
+                driver.stats.dropped += 1
+                return False
+            link = self._link(peer)
         self._check(packet)
         if link.offer(packet):
             return True
@@ -218,9 +235,28 @@ class QuicTransport(Transport):
         return False
 
     def send_if_room(self, peer: PeerId, packet: bytes) -> bool:
-        link = self._links.get(peer) or self._link(peer)
+        link = self._links.get(peer)
+        if link is None:
+            if peer not in self._addresses:
+                driver = self._inbound(peer)
+                self._check(packet)
+                return self._endpoint.send_inbound(driver, packet)
+            link = self._link(peer)
         self._check(packet)
         return link.offer(packet)
+
+    def _inbound(self, peer: PeerId) -> ConnectionDriver:
+        """The live inbound connection that `peer` (no directory record) named itself on."""
+        if self._closing:
+            raise TransportClosedError(f"{self.node_id}: transport is closed")
+        if not self._listening:
+            raise TransportClosedError(f"{self.node_id}: call listen() before sending")
+        driver = self._endpoint.by_label.get(peer)
+        if driver is None:
+            raise UnknownPeerError(
+                f"{self.node_id}: no directory record for peer {peer!r} and no live connection from it"
+            )
+        return driver
 
     def _check(self, packet: bytes) -> None:
         if len(packet) > self.max_packet_bytes:
@@ -231,7 +267,32 @@ class QuicTransport(Transport):
             raise TransportClosedError(f"{self.node_id}: transport is closed")
 
     async def wait_writable(self, peer: PeerId) -> None:
-        await (self._links.get(peer) or self._link(peer)).wait_writable()
+        link = self._links.get(peer)
+        if link is not None or peer in self._addresses:
+            await (link or self._link(peer)).wait_writable()
+            return
+        while True:  # the connection may end, or a newer one take the label, while we wait
+            driver = self._inbound(peer)
+            if self._endpoint.has_room(driver):
+                return
+            if driver.room is None:
+                driver.room = asyncio.Event()
+            driver.room.clear()
+            await driver.room.wait()
+
+    # -- a gateway's clients: the inbound connection behind a label --------------------------
+
+    def inbound_source(self, peer: PeerId) -> tuple[str, int] | None:
+        """The UDP source address the live inbound connection labelled `peer` was accepted from
+        (its handshake validated it), for a per-source limit; None if there is none."""
+        driver = self._endpoint.by_label.get(peer)
+        return (driver.addr[0], driver.addr[1]) if driver is not None else None  # IPv6: 4 fields
+
+    def close_inbound(self, peer: PeerId, reason: str) -> bool:
+        """Close the live inbound connection labelled `peer` with a CONNECTION_CLOSE carrying
+        `reason`; sends to `peer` raise UnknownPeerError until it connects again. True if there
+        was one."""
+        return self._endpoint.close_inbound(peer, reason)
 
     # -- statistics ------------------------------------------------------------------------
 
@@ -254,6 +315,8 @@ class QuicTransport(Transport):
             conn = out.conn
             rtt = self.backend.smoothed_rtt(conn.quic) if conn is not None else None
             merged.rtt_s = rtt if rtt is not None else out.stats.rtt_s
+        elif (driver := self._endpoint.by_label.get(peer)) is not None:
+            merged.rtt_s = self.backend.smoothed_rtt(driver.quic)
         return merged
 
     def peers(self) -> list[PeerId]:

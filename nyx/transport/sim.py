@@ -117,7 +117,19 @@ class SimNetwork:
 
 class SimTransport(Transport):
     """One node on a `SimNetwork`. Its per-peer send queue is the simulated wire's queue
-    (`LinkProfile.queue_bytes` at `bandwidth_bps`); overflow is a counted drop."""
+    (`LinkProfile.queue_bytes` at `bandwidth_bps`); overflow is a counted drop.
+
+    Who can be sent to. The network is the sim's directory: any node attached to it can be sent
+    to by id without `add_peer` (tests and simulations rely on this), so a gateway reaches a
+    client that contacted it, as over QUIC (where the packets go back on the client's inbound
+    connection), and a client whose transport closed is an `UnknownPeerError` there as here.
+    What QUIC does that the sim does not: refuse a non-directory peer that never contacted us,
+    and let a second live transport take an id (here `SimNetwork.transport` refuses a duplicate,
+    so a reconnecting client closes its old transport first). Matched for a gateway's per-source
+    limit: `inbound_source` is `("sim/<peer>", 0)` for a live peer that has sent to us, and
+    `close_inbound` sheds such a peer (not in our directory) until it sends to us again; the
+    peer itself notices nothing, having no connection to lose.
+    """
 
     def __init__(self, network: SimNetwork, node_id: PeerId, region: str | None) -> None:
         super().__init__()
@@ -130,6 +142,8 @@ class SimTransport(Transport):
         self._peers: dict[PeerId, PeerAddress] = {}
         self._stats: dict[PeerId, LinkStats] = {}
         self._delay_sum_s: dict[PeerId, float] = {}
+        self._contacts: dict[PeerId, SimTransport | None] = {}  # who sent to us, as which transport
+        self._shed: set[PeerId] = set()  # closed with `close_inbound`, until they send again
         self.handler_errors = 0
         self.unhandled = 0
 
@@ -184,10 +198,35 @@ class SimTransport(Transport):
             raise OversizeError(
                 f"packet of {len(packet)} bytes exceeds one datagram ({self.max_packet_bytes} bytes)"
             )
-        if peer not in self._peers and peer not in self.network._nodes:
+        if peer not in self._peers and (peer not in self.network._nodes or peer in self._shed):
             raise UnknownPeerError(peer)
 
+    def _live_contact(self, peer: PeerId) -> SimTransport | None:
+        node = self.network._nodes.get(peer)
+        if node is None or self._contacts.get(peer) is not node or peer in self._shed:
+            return None
+        return node
+
+    def inbound_source(self, peer: PeerId) -> tuple[str, int] | None:
+        """A stand-in source address per node (`("sim/<peer>", 0)`) for a live peer that has sent
+        to us, so a per-source limit sees one source per simulated client."""
+        return (f"sim/{peer}", 0) if self._live_contact(peer) is not None else None
+
+    def close_inbound(self, peer: PeerId, reason: str) -> bool:
+        """Shed a live peer that has sent to us: unless it is in our directory (`add_peer`),
+        sends to it raise UnknownPeerError until it sends to us again, as after QUIC's close."""
+        if self._live_contact(peer) is None:
+            return False
+        log.debug("%s: shed %s (%s)", self.node_id, peer, reason)
+        self._shed.add(peer)
+        return True
+
     def _deliver(self, src: PeerId, packet: bytes, delay_s: float) -> None:
+        sender = self.network._nodes.get(src)
+        if self._contacts.get(src) is not sender:
+            self._contacts[src] = sender
+        if self._shed and sender is not None:
+            self._shed.discard(src)
         stats = self._stats_for(src)
         stats.received += 1
         stats.bytes_received += len(packet)
