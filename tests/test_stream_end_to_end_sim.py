@@ -167,3 +167,23 @@ async def test_a_draining_exit_finishes_its_streams_and_refuses_new_sessions() -
         assert exit_gw.exit.all_drops()["sessions_full"] + exit_gw.node.node_drops["draining"] > 0
 
     await asyncio.wait_for(run_with_net(body), 90)
+
+
+async def test_the_client_reports_its_slis_under_their_catalogue_names() -> None:
+    from nyx.telemetry.catalogue import CATALOGUE
+
+    async def body(net: SimNet) -> None:
+        async with net.client() as client:
+            reader, writer = await asyncio.wait_for(client.open_connection("echo"), 20)
+            for _ in range(20):
+                writer.write(b"x" * 64)
+                await writer.drain()
+                await asyncio.wait_for(reader.readexactly(64), 10)
+            values = client.metric_values()
+        names = {spec.name for spec in CATALOGUE}
+        assert set(values) <= names
+        assert values["sdk_session_success"] == 1.0 and client.sessions_attempted == 1
+        assert 0.0 < values["stream_latency_p95"] < 5.0
+        assert client.queue_wait.count == 21 and values["stream_queue_latency"] >= 0.0  # 20 writes + the prelude
+
+    await asyncio.wait_for(run_with_net(body), 60)

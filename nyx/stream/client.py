@@ -71,6 +71,7 @@ from nyx.stream.socks import ConnectFailure
 from nyx.stream.session import SessionConfig
 from nyx.stream.surbs import SurbPolicy
 from nyx.stream.target import Target, request_target
+from nyx.telemetry.window import SampleWindow
 from nyx.transport.base import Transport, TransportError
 
 __all__ = ["Client", "ClientError", "GatewayRefusedError", "NoRouteError", "SessionOpenError"]
@@ -185,6 +186,9 @@ class Client:
         self.refusal: Refusal | None = None
         self.drops: collections.Counter[str] = collections.Counter()
         self.packets_sent = 0
+        self.sessions_attempted = 0
+        self.sessions_opened = 0
+        self.queue_wait = SampleWindow(1024)  # write() to taken by the session, per write
         self._sessions: dict[str, _ClientSession] = {}
         self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
         self._surb_keys: collections.OrderedDict[bytes, tuple[float, SurbKeys, _ClientSession]] = collections.OrderedDict()
@@ -331,6 +335,7 @@ class Client:
             max_tries=self.max_tries,
         )
         session = _ClientSession(exit_id, core, opened)
+        self.sessions_attempted += 1
         holder.append(session)
         self._sessions[exit_id] = session
         self._send_envelopes(session, core.start(self.clock()))
@@ -517,9 +522,7 @@ class Client:
         core = session.core
         for event in core.events():
             if session.streams is None and core.session is not None:
-                session.streams = SessionStreams(core.session, self._wakeup.set)
-                if not session.opened.done():
-                    session.opened.set_result(None)
+                self._opened(session)
             if session.streams is not None:
                 session.streams.dispatch(event)
             if isinstance(event, SessionClosed) and not session.opened.done():
@@ -527,20 +530,37 @@ class Client:
                     f"the exit {session.exit_id} did not open a session: {event.reason or 'no answer'}"
                 ))
         if session.streams is None and core.session is not None:
-            session.streams = SessionStreams(core.session, self._wakeup.set)
-            if not session.opened.done():
-                session.opened.set_result(None)
+            self._opened(session)
+
+    def _opened(self, session: _ClientSession) -> None:
+        assert session.core.session is not None
+        session.streams = SessionStreams(session.core.session, self._wakeup.set, queue_wait=self.queue_wait)
+        self.sessions_opened += 1
+        if not session.opened.done():
+            session.opened.set_result(None)
 
     # -- telemetry ----------------------------------------------------------------------------------
 
     def metric_values(self) -> dict[str, float]:
+        """The client's SLIs (docs/metrics.md) and counters, for an application's registry.
+
+        `stream_latency_p95`: the 95th percentile of the round trip of a record and its ACK over
+        every open session (one-way delay cannot be measured without shared clocks);
+        `stream_queue_latency`: p95 of the time written bytes waited for their session;
+        `sdk_session_success`: sessions opened / sessions attempted."""
+        rtts = [q for s in self._sessions.values() if s.core.session is not None
+                and (q := s.core.session.rtt.quantile_of(0.95)) is not None]
         values = {
+            "sdk_session_success": self.sessions_opened / self.sessions_attempted if self.sessions_attempted else 1.0,
+            "stream_queue_latency": self.queue_wait.quantile(0.95) if self.queue_wait.count else 0.0,
             "client_sessions_open": float(sum(1 for s in self._sessions.values() if s.core.session is not None)),
             "client_packets_sent_total": float(self.packets_sent),
             "client_drops_total": float(sum(self.drops.values())),
             "client_surbs_outstanding": float(len(self._surb_keys)),
             "client_packets_waiting": float(len(self._backlog)),
         }
+        if rtts:
+            values["stream_latency_p95"] = max(rtts)
         if self.emitter is not None:
             values.update(self.emitter.metric_values())
         return values

@@ -132,6 +132,13 @@ class DelayEstimator:
     def rttvar_s(self) -> float:
         return self._rttvar_s
 
+    def quantile_of(self, q: float) -> float | None:
+        """The `q` quantile of the samples held (None before any): for telemetry, not for timers."""
+        held = self._sorted
+        if not held:
+            return None
+        return held[min(len(held) - 1, int(q * len(held)))]
+
     @property
     def samples_held(self) -> int:
         """Samples the tail is computed from (at most `window`: the memory bound)."""

@@ -33,7 +33,7 @@ from nyx.crypto.session import HEADER, OVERHEAD, RekeyPolicy
 from nyx.stream import frames as F
 from nyx.stream.handshake.errors import CloseCode
 from nyx.stream.handshake.keys import SessionKeys
-from nyx.stream.recovery import AckTracker, LossRecovery, RecoveryError, SentPacket
+from nyx.stream.recovery import AckTracker, DelayEstimator, LossRecovery, RecoveryError, SentPacket
 from nyx.stream.streams import FlowControlError, RecvStream, SendStream
 from nyx.stream.events import (
     Event,
@@ -216,6 +216,11 @@ class Session:
         """Whether `finish(stream_id)` would queue a FIN (open, not finished, not reset)."""
         send = self._send.get(stream_id)
         return self.closed is None and self._close is None and send is not None and send.final_size is None and send.reset_code is None
+
+    @property
+    def rtt(self) -> DelayEstimator:
+        """The session's delay estimator (send to ACK of its records): read-only use, telemetry."""
+        return self._recovery.estimator
 
     @property
     def settled(self) -> bool:

@@ -22,10 +22,12 @@ Accepted bytes are never dropped. On an exit that answers on SURBs, `send` recei
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from collections.abc import Callable
 
 from nyx.stream.handshake.errors import CloseCode
+from nyx.telemetry.window import SampleWindow
 from nyx.stream.session import (
     Session,
     SessionClosed,
@@ -48,7 +50,8 @@ class StreamClosedError(ConnectionError):
 
 
 class _StreamState:
-    __slots__ = ("stream_id", "pending", "readable", "drained", "done", "reset_code", "stopped_code", "finish_requested")
+    __slots__ = ("stream_id", "pending", "readable", "drained", "done", "reset_code", "stopped_code", "finish_requested",
+                 "writes")
 
     def __init__(self, stream_id: int) -> None:
         self.stream_id = stream_id
@@ -60,6 +63,7 @@ class _StreamState:
         self.reset_code: int | None = None
         self.stopped_code: int | None = None
         self.finish_requested = False
+        self.writes: collections.deque[list[float]] | None = None  # [written at, bytes left], when timed
 
 
 class NyxStreamReader:
@@ -120,6 +124,7 @@ class NyxStreamWriter:
         if data:
             self._state.pending += data
             self._state.drained.clear()
+            self._shell._written(self._state, len(data))
             self._shell._wake()
 
     async def drain(self) -> None:
@@ -159,9 +164,20 @@ class SessionStreams:
     each session's events as it touches it. `wake` asks the owner to run its pump soon.
     """
 
-    def __init__(self, session: Session, wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        session: Session,
+        wake: Callable[[], None],
+        *,
+        queue_wait: SampleWindow | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """`queue_wait`: if given, each write's time from `write()` until the session took its
+        last byte is recorded there (the `stream_queue_latency` of SCL-013)."""
         self.session = session
         self._wake = wake
+        self.queue_wait = queue_wait
+        self._clock = clock
         self._states: dict[int, _StreamState] = {}
         self.accepted: asyncio.Queue[tuple[NyxStreamReader, NyxStreamWriter]] = asyncio.Queue()
         self.ended = False
@@ -177,10 +193,31 @@ class SessionStreams:
             if state.pending and session.closed is None and state.reset_code is None and state.stopped_code is None:
                 taken = session.write(state.stream_id, bytes(state.pending))
                 del state.pending[:taken]
+                if state.writes is not None and taken:
+                    self._taken(state.writes, taken)
                 if len(state.pending) <= DRAIN_HIGH_WATER:
                     state.drained.set()
             if state.finish_requested and not state.pending and session.can_finish(state.stream_id):
                 session.finish(state.stream_id)
+
+    def _written(self, state: _StreamState, size: int) -> None:
+        if self.queue_wait is not None:
+            if state.writes is None:
+                state.writes = collections.deque()
+            state.writes.append([self._clock(), float(size)])
+
+    def _taken(self, writes: collections.deque[list[float]], taken: int) -> None:
+        assert self.queue_wait is not None
+        now = self._clock()
+        while taken and writes:
+            head = writes[0]
+            if head[1] <= taken:
+                taken -= int(head[1])
+                writes.popleft()
+                self.queue_wait.record(now - head[0])
+            else:
+                head[1] -= taken
+                taken = 0
 
     def wants_pump(self) -> bool:
         """True while a writer has bytes or a FIN the session has not taken."""

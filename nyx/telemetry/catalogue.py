@@ -83,6 +83,12 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("gateway_client_rate_limited_total", "counter", "Client handshakes refused by the per-address rate limit (correct refusals, not errors)", "stream"),
     MetricSpec("gateway_exit_drops_total", "counter", "Envelopes the exit dropped (malformed, unknown session, failed handshakes, full)", "stream"),
     MetricSpec("gateway_drops_total", "counter", "Packets the gateway itself dropped (not a packet, refused client, client gone, bad SURB)", "stream"),
+    # -- client detail (nyx.Client.metric_values) --
+    MetricSpec("client_sessions_open", "gauge", "Sessions this client holds open (one per exit)", "stream"),
+    MetricSpec("client_packets_sent_total", "counter", "Real packets this client handed to a payload slot or the transport", "stream"),
+    MetricSpec("client_drops_total", "counter", "What this client dropped (unknown SURB, tampered reply, no route, not from its entry)", "stream"),
+    MetricSpec("client_surbs_outstanding", "gauge", "SURBs this client made whose replies have not come back (their keys are held)", "stream"),
+    MetricSpec("client_packets_waiting", "gauge", "Real packets waiting for a payload slot (the cover queue is full)", "stream"),
     # -- node --
     MetricSpec("node_draining", "gauge", "1 while the node drains for shutdown, else 0", "node"),
 )
