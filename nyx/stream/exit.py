@@ -87,6 +87,7 @@ class ExitCore:
         self._events: collections.deque[tuple[bytes, Event]] = collections.deque()
         self.drops: collections.Counter[str] = collections.Counter()
         self.sessions_opened = 0
+        self.sessions_opened_pq = 0  # of those, under a post-quantum suite (hybrid, pq, pq-alt)
         self.sessions_closed = 0
 
     def __len__(self) -> int:
@@ -152,6 +153,7 @@ class ExitCore:
                 continue
             self._sessions[sid] = session
             self.sessions_opened += 1
+            self.sessions_opened_pq += session.keys.suite.post_quantum
             self._after(sid, session, now)
 
     # -- out --------------------------------------------------------------------------------------

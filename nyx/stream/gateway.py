@@ -325,8 +325,12 @@ class Gateway:
         """Gauges and totals for the registry (names in docs/metrics.md)."""
         exit_drops = self.exit.all_drops()
         handshake_errors = {k: v for k, v in exit_drops.items() if k.startswith("handshake_")}
+        failed = sum(handshake_errors.values())
+        pq = self.exit.sessions_opened_pq
         return {
-            "api_handshake_errors_total": float(sum(handshake_errors.values())),
+            # the suite of a failed handshake is not always known: every failure counts against
+            "pq_handshake_success": pq / (pq + failed) if pq + failed else 1.0,
+            "api_handshake_errors_total": float(failed),
             "client_version_errors": float(handshake_errors.get("handshake_unsupported_version", 0)
                                            + handshake_errors.get("handshake_unsupported_suite", 0)),
             "gateway_clients": float(len(self.clients)),
