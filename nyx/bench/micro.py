@@ -23,6 +23,7 @@ SECTIONS = (
     ("transport", "nyx.bench.micro_transport"),
     ("mix", "nyx.bench.micro_mix"),
     ("stream", "nyx.bench.micro_stream"),
+    ("gateway", "nyx.bench.micro_gateway"),  # memory of 100,000 idle sessions: minutes, not a timing
 )
 """Every section and its module, in the order the table prints them."""
 
