@@ -24,6 +24,7 @@ SECTIONS = (
     ("mix", "nyx.bench.micro_mix"),
     ("stream", "nyx.bench.micro_stream"),
     ("gateway", "nyx.bench.micro_gateway"),  # memory of 100,000 idle sessions: minutes, not a timing
+    ("e2e", "nyx.bench.micro_e2e"),  # overhead per hop beyond mix delays; gateway processes forwarding
 )
 """Every section and its module, in the order the table prints them."""
 

@@ -228,10 +228,16 @@ IN_FLIGHT = 256
 NODE_ID = "mix"
 
 
-def _node_command(data_dir: Path, backend: str, loop: str, directory: Path | None) -> list[str]:
-    command = [sys.executable, "-m", "nyx.mix", "--node-id", NODE_ID, "--data-dir", str(data_dir),
-               "--metrics-port", "-1", "--loop-rate", "0", "--mean-delay", "0", "--log-level", "WARNING",
-               "--backend", backend, "--loop", loop]
+#: The programs whose forwarding is timed: a mix, and a gateway's entry role (no entry delay by default).
+PROGRAMS = {
+    "mix": ["-m", "nyx.mix", "--loop-rate", "0", "--mean-delay", "0"],
+    "gateway": ["-m", "nyx.stream", "gateway"],
+}
+
+
+def _node_command(data_dir: Path, backend: str, loop: str, directory: Path | None, program: str = "mix") -> list[str]:
+    command = [sys.executable, *PROGRAMS[program], "--node-id", NODE_ID, "--data-dir", str(data_dir),
+               "--metrics-port", "-1", "--log-level", "WARNING", "--backend", backend, "--loop", loop]
     if directory is not None:
         command += ["--directory", str(directory)]
     return command
@@ -297,7 +303,7 @@ class NodeRun:
 
 async def _load_node(
     clean_dir: Path, workdir: Path, backend: str, loop: str, packets: list[bytes], identity: NodeIdentity,
-    window_s: float, load_backend: str,
+    window_s: float, load_backend: str, program: str = "mix",
 ) -> NodeRun:
     data_dir = workdir / f"{backend}-{loop}"
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -315,7 +321,7 @@ async def _load_node(
         me = load.address
         directory = workdir / f"directory-{backend}-{loop}.json"
         Directory.of([NodeRecord(LOAD_ID, "endpoint", 0, me.host, me.port, me.fingerprint)]).save(directory)
-        proc, record = await _start_node(_node_command(data_dir, backend, loop, directory))
+        proc, record = await _start_node(_node_command(data_dir, backend, loop, directory, program))
         try:
             load.add_peer(NODE_ID, record.address())
             await load.connect(NODE_ID)
@@ -380,10 +386,14 @@ def node_configurations() -> list[tuple[str, str]]:
 
 
 def node_process_runs(
-    window_s: float = 2.0, pool: int = 40_000, configurations: list[tuple[str, str]] | None = None
+    window_s: float = 2.0, pool: int = 40_000, configurations: list[tuple[str, str]] | None = None,
+    program: str = "mix",
 ) -> dict[tuple[str, str], NodeRun]:
-    """For each (backend, loop), by default every installed one: a `python -m nyx.mix` process
-    forwarding under load from this one."""
+    """For each (backend, loop), by default every installed one: a `python -m nyx.mix` process (or
+    with `program="gateway"`, a `python -m nyx.stream gateway`, whose entry role forwards a
+    client's packet to the next hop the same way) forwarding under load from this one. The load
+    is a directory node to the gateway, so client admission is not on this path (it is one dict
+    lookup per packet)."""
     configurations = configurations or node_configurations()
     load_loop = "uvloop" if any(loop == "uvloop" for _, loop in node_configurations()) else "asyncio"
     identity = NodeIdentity.generate(LOAD_ID)
@@ -395,7 +405,7 @@ def node_process_runs(
         clean_dir = workdir / "clean"
 
         async def first_start() -> NodeRecord:  # create the keys once; a clean stop vouches for them
-            proc, record = await _start_node(_node_command(clean_dir, "aioquic", "asyncio", None))
+            proc, record = await _start_node(_node_command(clean_dir, "aioquic", "asyncio", None, program))
             await _stop_node(proc)
             return record
 
@@ -408,7 +418,8 @@ def node_process_runs(
         packets = [packet for chunk in chunks for packet in chunk]
         for backend, loop in configurations:
             with asyncio.Runner(loop_factory=_loop_factory(load_loop)) as runner:
-                run = runner.run(_load_node(clean_dir, workdir, backend, loop, packets, identity, window_s, backend))
+                run = runner.run(_load_node(clean_dir, workdir, backend, loop, packets, identity, window_s, backend,
+                                            program))
             # This machine's speed drifts by tens of percent within minutes (shared cores): time the
             # floor beside each run rather than once.
             run.floor_hops = ops_per_s(floor, 0.3)
