@@ -105,3 +105,17 @@ async def test_junk_datagrams_from_a_client_are_counted_drops(backend: str) -> N
             assert gateway.exit.sessions_opened == 0
         finally:
             await attacker.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_client_that_never_names_itself_cannot_skip_the_handshake_limit(backend: str) -> None:
+    """The endpoint labels datagrams of a connection that has not said hello `?host:port`
+    (docs/transport.md); the gateway drops them unprocessed, else a client could dodge the
+    per-address limit by never naming itself. (Our transports always say hello, so the handler
+    is driven here as the endpoint would drive it.)"""
+    async with lone_gateway(backend, rate_per_min=30) as (gateway, _):
+        for _ in range(3):
+            gateway._on_packet("?127.0.0.1:50000", bytes(1168))
+        assert gateway.drops["before_hello"] == 3
+        assert sum(gateway.node.core.drops.values()) == 0 and gateway.node.received == 0  # no Sphinx work
+        assert gateway.admission.admitted == 0

@@ -63,6 +63,7 @@ StreamService = Callable[[NyxStreamReader, NyxStreamWriter], Awaitable[None]]
 GATEWAY_DROP_REASONS = (
     "not_a_packet",  # a datagram that is not one Sphinx packet long
     "client_refused",  # a packet from a client refused by rate limit, capacity or drain
+    "before_hello",  # a client packet on a connection that has not named itself (yet)
     "client_gone",  # a delivery for a client with no live connection here
     "client_queue_full",  # a delivery for a client whose connection queue is full
     "bad_surb",  # ExitCore handed out a SURB that does not decode (a client sent garbage)
@@ -163,8 +164,7 @@ class Gateway:
             self.drops["not_a_packet"] += 1
             return
         if not self.is_node(peer) and not self._admit(peer):
-            self.drops["client_refused"] += 1
-            return
+            return  # counted by reason in _admit
         self.node.receive(peer, data)
 
     def _admit(self, client: str) -> bool:
@@ -173,8 +173,13 @@ class Gateway:
             self.clients.move_to_end(client)
             return True
         if client.startswith("?"):
-            return True  # a datagram that overtook its hello: not a handshake yet, just a packet
+            # A datagram that overtook its connection's hello, or a connection that never says
+            # hello: admitting it would let a client skip the handshake limit by never naming
+            # itself. Dropped (the stream layer resends; a hello overtaken is rare).
+            self.drops["before_hello"] += 1
+            return False
         if client in self.refused_clients:
+            self.drops["client_refused"] += 1
             return False
         reason = None
         source = self.transport.inbound_source(client)
@@ -187,6 +192,7 @@ class Gateway:
             reason = RefusalReason.RATE_LIMITED, f"at most {rate:g} client handshakes per minute from one address"
         if reason is not None:
             self._refuse(client, *reason)
+            self.drops["client_refused"] += 1
             return False
         self.clients[client] = None
         self.counts["clients_admitted"] += 1
