@@ -187,3 +187,36 @@ async def test_the_client_reports_its_slis_under_their_catalogue_names() -> None
         assert client.queue_wait.count == 21 and values["stream_queue_latency"] >= 0.0  # 20 writes + the prelude
 
     await asyncio.wait_for(run_with_net(body), 60)
+
+
+async def test_a_client_cannot_use_its_gateway_to_relay_packets_or_fake_refusals_to_another() -> None:
+    """An attacker who even knows a victim's client id builds packets through their shared
+    entry: one naming the victim as the next hop (the gateway would forward a whole packet the
+    attacker shaped, e.g. to look like a refusal) is dropped; one delivered to the victim's id
+    arrives as a message, which the victim's client counts and ignores."""
+    from nyx.mix.packet import Hop, create_packet
+    from nyx.stream.entry_wire import RefusalReason, encode_refusal
+
+    async def body(net: SimNet) -> None:
+        gateway = net.gateways["gw-a"]
+        async with net.client() as victim, net.client() as attacker:
+            await asyncio.wait_for(victim.open_connection("echo"), 20)
+            entry = net.directory.nodes["gw-a"].hop(0)
+            fake = encode_refusal(RefusalReason.RATE_LIMITED, "forged")
+            any_key = X25519PrivateKey.generate().public_key().public_bytes_raw()
+            relayed = create_packet([entry, Hop(victim.client_id, any_key)], victim.client_id, fake, 0)[1]
+            delivered = create_packet([entry], victim.client_id, fake, 0)[1]
+            assert attacker.transport is not None
+            for packet in (relayed, delivered):
+                attacker.transport.send("gw-a", packet)
+            for _ in range(100):
+                if victim.drops["unexpected_message"]:
+                    break
+                await asyncio.sleep(0.02)
+            assert gateway.node.node_drops["unknown_peer"] == 1  # not relayed to a client
+            assert victim.drops["unexpected_message"] == 1 and victim.refusal is None
+            reader, writer = await asyncio.wait_for(victim.open_connection("echo"), 20)  # still served
+            writer.write(b"ok")
+            assert await asyncio.wait_for(reader.readexactly(2), 20) == b"ok"
+
+    await asyncio.wait_for(run_with_net(body), 60)

@@ -89,9 +89,14 @@ class MixNode:
         rotate_interval_s: float = 10.0,
         clock: Callable[[], float] = time.time,
         install_handler: bool = True,
+        forward_to: Callable[[str], bool] | None = None,
     ) -> None:
         """`install_handler=False`: `run()` leaves the transport's handler alone, for an owner
-        (a gateway) that looks at every packet first and passes mix packets to `receive`."""
+        (a gateway) that looks at every packet first and passes mix packets to `receive`.
+        `forward_to(next_hop)`: whether a Forward may go to that peer (a gateway allows only
+        directory nodes: its transport can also reach its clients, and a packet built to name a
+        client as its next hop must not turn the gateway into a relay to that client)."""
+        self.forward_to = forward_to
         self.core = core
         self.install_handler = install_handler
         self.transport = transport
@@ -124,6 +129,9 @@ class MixNode:
             return
         event = self.core.process(packet, self.clock())
         if isinstance(event, Forward):
+            if self.forward_to is not None and not self.forward_to(event.next_hop):
+                self.node_drops["unknown_peer"] += 1
+                return
             loop = self._loop or asyncio.get_running_loop()
             if self.batch is not None:
                 self.batch.push(loop.time(), event)

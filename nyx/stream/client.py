@@ -253,28 +253,32 @@ class Client:
                 self._started.set_result(None)
 
     async def close(self) -> None:
-        """Close every session (CLOSE sent when it can be), stop the task and the transport."""
-        for session in self._sessions.values():
-            if session.core.session is not None and session.core.session.closed is None:
-                session.core.session.close()
-        if self._sessions and self._runner is not None and not self._runner.done():
-            self._wakeup.set()
-            await asyncio.sleep(0.05)  # one turn of the driver: the CLOSEs take their slots
-        if self._runner is not None:
-            self._runner.cancel()
+        """Close every session (CLOSE sent when it can be), stop the task and the transport.
+
+        A cancellation of the caller while closing propagates (it is never swallowed with the
+        driver's own), and the transport is closed whatever happens."""
+        try:
+            for session in self._sessions.values():
+                if session.core.session is not None and session.core.session.closed is None:
+                    session.core.session.close()
+            if self._sessions and self._runner is not None and not self._runner.done():
+                self._wakeup.set()
+                await asyncio.sleep(0.05)  # one turn of the driver: the CLOSEs take their slots
+        finally:
             try:
-                await self._runner
-            except asyncio.CancelledError:
-                pass
-            self._runner = None
-        for session in self._sessions.values():
-            if session.streams is not None:
-                session.streams.end_all()
-            if not session.opened.done():
-                session.opened.set_exception(ClientError("the client closed"))
-                session.opened.exception()  # retrieved: nobody may be waiting
-        if self.transport is not None:
-            await self.transport.close()
+                if self._runner is not None:
+                    self._runner.cancel()
+                    await asyncio.wait([self._runner])  # never raises the runner's cancellation as ours
+                    self._runner = None
+            finally:
+                for session in self._sessions.values():
+                    if session.streams is not None:
+                        session.streams.end_all()
+                    if not session.opened.done():
+                        session.opened.set_exception(ClientError("the client closed"))
+                        session.opened.exception()  # retrieved: nobody may be waiting
+                if self.transport is not None:
+                    await self.transport.close()
 
     # -- streams ------------------------------------------------------------------------------------
 
@@ -442,6 +446,11 @@ class Client:
     def _on_datagram(self, peer: str, data: bytes) -> None:
         if peer != self.entry.node_id:
             self.drops["not_from_entry"] += 1
+            return
+        if len(data) >= self.packet_format.packet_bytes:
+            # Deliveries and refusals are shorter than a packet; a whole packet here is one a
+            # peer routed to us as a "next hop" through our gateway. Never read it as a refusal.
+            self.drops["not_a_delivery"] += 1
             return
         refusal = decode_refusal(data)
         if refusal is not None:

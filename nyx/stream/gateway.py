@@ -375,7 +375,7 @@ def build_gateway(
     """
     core = MixCore(keyring, delay=PoissonDelay(mean_delay_s) if mean_delay_s > 0 else None,
                    replay_capacity=replay_capacity)
-    node = MixNode(core, transport, install_handler=False, clock=clock)
+    node = MixNode(core, transport, install_handler=False, clock=clock, forward_to=is_node)
     exit_core = ExitCore(responder, session_config or SessionConfig(surbs=SurbPolicy()), max_sessions=max_sessions)
     return Gateway(node_id, node, exit_core, serve, is_node=is_node, admission=admission, max_clients=max_clients,
                    clock=clock)
