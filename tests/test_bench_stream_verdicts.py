@@ -1,0 +1,75 @@
+"""The stream replays (nyx/bench/scenarios/scl_0xx.py that run `nyx.bench.mixnet`), each run
+briefly through a whole mixnet in this process (real gateways, mixes, handshakes and Sphinx
+packets over `SimTransport`), and each driven to FAIL by an injected fault its test names.
+
+As in tests/test_bench_scenarios.py: no speed assertions (these machines are shared), but the
+value is really measured, the load is reported honestly, and the verdict turns to FAIL against an
+SLO just beyond the value and under the fault.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from nyx.bench import catalogue
+from nyx.bench.catalogue import Threshold
+from nyx.bench.report import Result
+from nyx.bench.runner import RunSettings, run_one
+
+
+def brief(scenario_id: str, duration_s: float, scale: float) -> Result:
+    return run_one(catalogue.by_id(scenario_id), RunSettings(duration_s=duration_s, scale=scale))
+
+
+def beyond(result: Result) -> Threshold:
+    """The scenario's SLO moved just past the measured value, so that value misses it."""
+    slo, value = result.scenario.threshold, result.measurement.value
+    if slo.op in ("<=", "<"):
+        number = value / 2 if value > 0 else -1.0
+    elif slo.op in (">=", ">"):
+        number = value * 2 + 1
+    else:
+        number = value + 1
+    return dataclasses.replace(slo, text=f"{slo.op} {number:g}{slo.unit}", number=number)
+
+
+def check_shape(result: Result) -> dict:  # type: ignore[type-arg]
+    record = result.as_json()
+    assert record["scenario"] == result.scenario.id
+    assert isinstance(record["value"], float) and math.isfinite(record["value"])
+    assert record["verdict"] in ("PASS", "FAIL", "INCONCLUSIVE")
+    if record["verdict"] != "INCONCLUSIVE":
+        assert record["pass"] == result.scenario.threshold.holds(record["value"])
+    assert 0 < record["achieved_rate"] <= record["offered_rate"] * 1.0001
+    assert 0 <= record["scale"] <= 1  # 20 of 200k clients floors to 0.000: the rates say how many
+    tightened = dataclasses.replace(result, slo=beyond(result))
+    assert tightened.verdict == ("INCONCLUSIVE" if result.shortfall else "FAIL")
+    return record
+
+
+# -- SCL-001: p95 of 64 B echoes through 10 gateways and 15 mixes ------------------------------------
+
+
+def test_scl_001_echoes_requests_on_persistent_streams_through_the_mixes() -> None:
+    result = brief("SCL-001", duration_s=2.0, scale=0.04)  # 20 req/s over 4 clients
+    record = check_shape(result)
+    counts = record["counts"]
+    assert counts["clients"] == 4 and counts["issued"] >= 15
+    assert counts["unanswered"] == 0 and counts["mismatched"] == 0
+    assert result.measurement.value > 20.0  # ms: at least the 10 links of 2 ms; the mixes add more
+    assert any("Poisson mean 15.2 ms per mix" in note for note in result.notes())
+    assert any("per hop over 10 hops" in note for note in result.notes())
+
+
+def test_scl_001_fails_when_the_mixes_take_more_than_the_whole_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.bench.scenarios import scl_001
+    from nyx.mix.delay import mean_delay_for_budget
+
+    # Twice the p95 budget to the mixes alone: 61 ms per mix, 640 ms over 6 hops at the 95th percentile.
+    monkeypatch.setattr(scl_001, "MEAN_DELAY_S", mean_delay_for_budget(2 * scl_001.SLO_S, scl_001.MIX_HOPS))
+    result = brief("SCL-001", duration_s=2.0, scale=0.04)
+    assert result.verdict == "FAIL" and result.measurement.value > 320.0
+
