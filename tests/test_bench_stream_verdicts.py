@@ -73,3 +73,27 @@ def test_scl_001_fails_when_the_mixes_take_more_than_the_whole_budget(monkeypatc
     result = brief("SCL-001", duration_s=2.0, scale=0.04)
     assert result.verdict == "FAIL" and result.measurement.value > 320.0
 
+
+# -- SCL-002: session creations, with a crowd behind one address meeting the rate limit ------------
+
+
+def test_scl_002_creates_sessions_and_counts_rate_limited_refusals_apart_from_errors() -> None:
+    result = brief("SCL-002", duration_s=3.0, scale=0.002)  # 4 creations/s
+    record = check_shape(result)
+    counts = record["counts"]
+    assert counts["attempted"] >= 8 and counts["errors"] == 0 and result.measurement.value == 0.0
+    # The first creation comes from the crowd's address, whose burst was spent before the clock:
+    # the real gateway path refuses it as rate limited, and that is not an error.
+    assert counts["refused_rate_limited"] >= 1 and counts["crowd_refused_by_limiter"] >= 1
+    assert counts["created"] + counts["refused_rate_limited"] == counts["attempted"]
+    assert any("correctly refused" in note for note in result.notes())
+
+
+def test_scl_002_fails_when_gateways_hold_no_clients(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.bench.scenarios import scl_002
+
+    monkeypatch.setattr(scl_002, "MAX_CLIENTS_PER_GATEWAY", 0)  # every client refused as FULL: errors
+    result = brief("SCL-002", duration_s=1.0, scale=0.002)
+    assert result.verdict == "FAIL" and result.measurement.value == 100.0
+    assert any("refused (full)" in note for note in result.notes())
+

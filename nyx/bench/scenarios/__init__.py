@@ -25,6 +25,7 @@ TransportKind = Literal["sim", "quic"]
 #: scenario id -> module in this package
 REPLAYS: dict[str, str] = {
     "SCL-001": "scl_001",
+    "SCL-002": "scl_002",
     "SCL-003": "scl_003",
     "SCL-005": "scl_005",
     "SCL-006": "scl_006",
