@@ -97,3 +97,25 @@ def test_scl_002_fails_when_gateways_hold_no_clients(monkeypatch: pytest.MonkeyP
     assert result.verdict == "FAIL" and result.measurement.value == 100.0
     assert any("refused (full)" in note for note in result.notes())
 
+
+# -- SCL-013: a consumer 50% slower, backpressure, a bounded queue, no byte lost --------------------
+
+
+def test_scl_013_holds_the_writer_back_and_loses_no_accepted_byte() -> None:
+    result = brief("SCL-013", duration_s=3.0, scale=1.0)  # 1,500 req/s into a 1,000 req/s consumer
+    record = check_shape(result)
+    counts = record["counts"]
+    assert counts["accepted"] > 3000 and counts["bytes_lost"] == 0
+    assert counts["bytes_received"] == counts["bytes_accepted"] == 64 * counts["accepted"]
+    assert any("every accepted byte arrived in order" in note for note in result.notes())
+    assert 0 <= result.measurement.value < 5.0  # the windows still absorb the backlog in 3 s
+
+
+def test_scl_013_fails_when_the_consumer_is_far_slower(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.bench.scenarios import scl_013
+
+    monkeypatch.setattr(scl_013, "CONSUMER_SHARE", 0.1)  # 150 req/s against 1,500 offered
+    result = brief("SCL-013", duration_s=2.5, scale=1.0)
+    assert result.verdict == "FAIL" and result.measurement.value > 5.0
+    assert result.as_json()["counts"]["bytes_lost"] == 0  # slow, but nothing accepted is lost
+
