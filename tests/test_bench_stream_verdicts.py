@@ -119,3 +119,26 @@ def test_scl_013_fails_when_the_consumer_is_far_slower(monkeypatch: pytest.Monke
     assert result.verdict == "FAIL" and result.measurement.value > 5.0
     assert result.as_json()["counts"]["bytes_lost"] == 0  # slow, but nothing accepted is lost
 
+
+# -- SCL-016: mobile clients on lossy, intermittent links --------------------------------------------
+
+
+def test_scl_016_mobile_clients_open_sessions_over_lossy_intermittent_links() -> None:
+    result = brief("SCL-016", duration_s=2.0, scale=0.00005)  # 10 clients
+    record = check_shape(result)
+    counts = record["counts"]
+    assert counts["started"] == 10 and counts["peak_connected"] >= 1
+    assert counts["outages"] > 0  # the links really went down
+    assert result.measurement.value >= 80.0  # the stack's resends carry most through 3% loss
+    assert any("held" in note and "clients connected at once" in note for note in result.notes())
+
+
+def test_scl_016_fails_when_the_links_lose_most_packets(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.bench.scenarios import scl_016
+    from nyx.transport import LinkProfile
+
+    monkeypatch.setattr(scl_016, "MOBILE_LINK", LinkProfile(latency_s=0.04, loss=0.6))
+    monkeypatch.setattr(scl_016, "DEADLINE_S", 2.0)
+    result = brief("SCL-016", duration_s=1.0, scale=0.00005)
+    assert result.verdict == "FAIL" and result.measurement.value < 99.5
+

@@ -30,6 +30,7 @@ REPLAYS: dict[str, str] = {
     "SCL-005": "scl_005",
     "SCL-006": "scl_006",
     "SCL-013": "scl_013",
+    "SCL-016": "scl_016",
     "SCL-025": "scl_025",
     "SCL-032": "scl_032",
     "SCL-035": "scl_035",
