@@ -142,3 +142,26 @@ def test_scl_016_fails_when_the_links_lose_most_packets(monkeypatch: pytest.Monk
     result = brief("SCL-016", duration_s=1.0, scale=0.00005)
     assert result.verdict == "FAIL" and result.measurement.value < 99.5
 
+
+# -- SCL-038: clients held by one entry gateway, and its refusal at the limit ------------------------
+
+
+def test_scl_038_holds_clients_at_one_gateway_and_refuses_clearly_at_its_limit() -> None:
+    result = brief("SCL-038", duration_s=2.0, scale=0.00005)  # 10 clients
+    record = check_shape(result)
+    counts = record["counts"]
+    assert counts["started"] == counts["succeeded"] == 10
+    assert counts["probe_ok"] == 3 and counts["probe_refused_clearly"] == 3 and counts["probe_failures"] == 0
+    assert result.measurement.value == 100.0
+    notes = " ".join(result.notes())
+    assert "the gateway holds its limit of" in notes and "max_clients 100,000" in notes
+
+
+def test_scl_038_fails_when_the_entry_holds_fewer_clients_than_the_load(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.bench.scenarios import scl_038
+
+    monkeypatch.setattr(scl_038, "MAX_CLIENTS", 4)  # 10 clients arrive: 6 refused as FULL
+    result = brief("SCL-038", duration_s=1.0, scale=0.00005)
+    assert result.verdict == "FAIL" and result.measurement.value < 99.9
+    assert result.as_json()["counts"]["failed"] >= 6
+

@@ -36,6 +36,7 @@ REPLAYS: dict[str, str] = {
     "SCL-035": "scl_035",
     "SCL-036": "scl_036",
     "SCL-037": "scl_037",
+    "SCL-038": "scl_038",
     "SCL-044": "scl_044",
 }
 
