@@ -165,3 +165,28 @@ def test_scl_038_fails_when_the_entry_holds_fewer_clients_than_the_load(monkeypa
     assert result.verdict == "FAIL" and result.measurement.value < 99.9
     assert result.as_json()["counts"]["failed"] >= 6
 
+
+# -- SCL-039: two SDK generations, and clear refusals of what the gateways do not speak -------------
+
+
+def test_scl_039_both_sdk_generations_work_and_unsupported_clients_are_turned_away() -> None:
+    result = brief("SCL-039", duration_s=2.0, scale=0.5)  # 5 clients/s
+    record = check_shape(result)
+    counts = record["counts"]
+    assert counts["worked_sdk_v1"] >= 2 and counts["worked_sdk_v2"] >= 2
+    assert counts["errors"] == 0 and counts["probes_unclear"] == 0 and result.verdict == "PASS"
+    # Every v2 client went through a Reject and a retry with version 1.
+    assert counts["gateway_version_rejects"] == counts["worked_sdk_v2"]
+    notes = " ".join(result.notes())
+    assert "'v1 pq'" in notes and "'v1 hybrid'" in notes
+    assert "no protocol version in common" in notes and "no handshake key for suites ['classic']" in notes
+
+
+def test_scl_039_fails_when_gateways_retire_the_suite_old_clients_need(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nyx.bench.scenarios import scl_039
+    from nyx.crypto.suites import Suite
+
+    monkeypatch.setattr(scl_039, "RETIRED_SUITES", (Suite.HYBRID,))
+    result = brief("SCL-039", duration_s=1.0, scale=0.5)
+    assert result.verdict == "FAIL" and result.measurement.value >= 1
+    assert any("no suite in common" in note for note in result.notes())

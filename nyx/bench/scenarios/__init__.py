@@ -37,6 +37,7 @@ REPLAYS: dict[str, str] = {
     "SCL-036": "scl_036",
     "SCL-037": "scl_037",
     "SCL-038": "scl_038",
+    "SCL-039": "scl_039",
     "SCL-044": "scl_044",
 }
 
