@@ -170,7 +170,7 @@ def test_scl_038_fails_when_the_entry_holds_fewer_clients_than_the_load(monkeypa
 
 
 def test_scl_039_both_sdk_generations_work_and_unsupported_clients_are_turned_away() -> None:
-    result = brief("SCL-039", duration_s=2.0, scale=0.5)  # 5 clients/s
+    result = brief("SCL-039", duration_s=2.0, scale=1.0)  # 5 clients/s
     record = check_shape(result)
     counts = record["counts"]
     assert counts["worked_sdk_v1"] >= 2 and counts["worked_sdk_v2"] >= 2
@@ -187,6 +187,6 @@ def test_scl_039_fails_when_gateways_retire_the_suite_old_clients_need(monkeypat
     from nyx.crypto.suites import Suite
 
     monkeypatch.setattr(scl_039, "RETIRED_SUITES", (Suite.HYBRID,))
-    result = brief("SCL-039", duration_s=1.0, scale=0.5)
+    result = brief("SCL-039", duration_s=1.0, scale=1.0)
     assert result.verdict == "FAIL" and result.measurement.value >= 1
     assert any("no suite in common" in note for note in result.notes())

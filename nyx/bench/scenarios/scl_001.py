@@ -127,7 +127,8 @@ async def replay(options: RunOptions) -> Measurement:
     rate = REQUESTS_PER_S * options.scale
     rng = random.Random(options.seed)
     arrivals = poisson_times(rate, options.duration_s, rng)
-    n_clients = max(MIN_CLIENTS, min(round(REQUESTS_PER_S / REQUESTS_PER_CLIENT_S), math.ceil(rate / REQUESTS_PER_CLIENT_S)))
+    most = round(REQUESTS_PER_S / REQUESTS_PER_CLIENT_S)
+    n_clients = max(MIN_CLIENTS, min(most, math.ceil(rate / REQUESTS_PER_CLIENT_S)))
     shape = MixnetShape(layers=LAYERS, mixes_per_layer=MIXES_PER_LAYER, gateways=GATEWAYS, mean_delay_s=MEAN_DELAY_S)
     latencies: list[float] = []
     answered_in_time = mismatched = unanswered = 0

@@ -1,4 +1,4 @@
-"""SCL-002 ハンドシェイク集中負荷: 2,000 session creations/s over 20 gateways, 30/min per client; error rate < 0.05%.
+"""SCL-002 ハンドシェイク集中負荷: 2,000 session creations/s, 20 gateways, 30/min per address; errors < 0.05%.
 
 A whole mixnet in this process (`nyx.bench.mixnet`): 20 gateways, three layers of 5 mixes, real
 Sphinx packets over `SimTransport`. **A session creation** is a new `nyx.Client` (a new random

@@ -245,7 +245,8 @@ async def replay(options: RunOptions) -> Measurement:
             f"queue time p50 {percentile(queue_times, 50):.3f} s, max {max(queue_times, default=math.nan):.3f} s; "
             f"{untaken:,} still queued {SLO_S + 1:g} s after the load count with their wait so far (lower bounds)",
             f"at this load the consumer drains a full queue in {capacity / consumer_rate:.1f} s: a queue fed 1.5x its "
-            f"drain rate fills, so the dwell time tops out there; a queue of {SLO_S * consumer_rate:,.0f} would hold it "
+            f"drain rate fills, so the dwell time tops out there; a queue of {SLO_S * consumer_rate:,.0f} would "
+            f"hold it "
             f"to the SLO's {SLO_S:g} s; the consumer read {consumed_rate:,.0f} req/s while slow",
         ),
         latencies_s=tuple(queue_times),

@@ -193,7 +193,8 @@ async def _replay(options: RunOptions) -> Measurement:
             f"{DEADLINE_S:g} s); refusals at the probed limit are not failures"
         ),
         notes=(
-            f"held {peak:,} clients connected to {ENTRY} at once (asked {target:,}); {clients_at_entry:,} in its client "
+            f"held {peak:,} clients connected to {ENTRY} at once (asked {target:,}); {clients_at_entry:,} in its "
+            f"client "
             f"table after the ramp; {missed:,} arrivals missed (all {MAX_OPENING} opening slots busy, or the ramp was "
             f"over); failures: {main_breakdown}",
             f"limit probe: max_clients set to {clients_at_entry + PROBE_ROOM:,} ({PROBE_ROOM} free), "
