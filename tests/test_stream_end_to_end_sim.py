@@ -155,7 +155,8 @@ async def test_a_draining_exit_finishes_its_streams_and_refuses_new_sessions() -
             payload = random.Random(5).randbytes(200_000)
             writer.write(payload)
             drain = asyncio.create_task(exit_gw.drain(timeout_s=30))
-            await writer.drain()
+            await asyncio.wait_for(writer.drain(), 30)
+            assert not drain.done()  # the stream is still being served
             writer.write_eof()
             assert await asyncio.wait_for(reader.readexactly(len(payload)), 30) == payload
             assert await asyncio.wait_for(drain, 30) is True  # every accepted byte acknowledged

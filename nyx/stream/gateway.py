@@ -42,6 +42,7 @@ from nyx.mix.delay import PoissonDelay
 from nyx.mix.keys import KeyRing
 from nyx.mix.node import MixNode, encode_delivery, send_failure_reason
 from nyx.mix.packet import DEFAULT_FORMAT, MixPacketError, PacketFormat, Surb, create_reply
+from nyx.stream import envelope as E
 from nyx.stream.client_admission import ClientAdmission
 from nyx.stream.entry_wire import RefusalReason, encode_refusal
 from nyx.stream.events import SessionClosed, StreamOpened
@@ -135,8 +136,10 @@ class Gateway:
                 streams.end_all()
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
-        """Refuse new clients and sessions, wait (at most `timeout_s`) until every session has
-        every byte it accepted acknowledged, then flush the mix node. True if all settled."""
+        """Refuse new clients and sessions, wait (at most `timeout_s`) until every stream being
+        served has ended (its client finished it: the bytes already under way are taken) and
+        every session has every byte it accepted acknowledged, then flush the mix node. True if
+        all that happened in time."""
         self.accepting_clients = False
         self.exit.max_sessions = len(self.exit)  # openings beyond the live sessions are refused
         deadline = self.monotonic() + timeout_s
@@ -144,7 +147,8 @@ class Gateway:
         while self.monotonic() < deadline:
             self._wakeup.set()
             await asyncio.sleep(0.05)
-            if all(self._settled(sid) for sid in list(self._streams)):
+            streams_open = self.counts["streams_opened"] - self.counts["streams_ended"]
+            if streams_open == 0 and all(self._settled(sid) for sid in list(self._streams)):
                 settled = True
                 break
         await self.node.drain()
@@ -221,6 +225,9 @@ class Gateway:
                 self.counts["cover_dropped"] += 1
                 return
             self.exit.receive(event.payload, self.clock())
+            sid = event.payload[1 : E.HEADER_BYTES]  # kind u8 | session id: an ACK may end a stream
+            if sid in self._streams:
+                self._dirty.add(sid)
             self._wakeup.set()
             return
         self._to_client(event.destination, encode_delivery(event))
