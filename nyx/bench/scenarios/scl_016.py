@@ -94,10 +94,13 @@ async def replay(options: RunOptions) -> Measurement:
             payload = rng.randbytes(ECHO_BYTES)
             begun = time.perf_counter()
             ok = False
+            stage = "connecting"
             try:
                 async with asyncio.timeout(DEADLINE_S):
                     await client.start()
+                    stage = "opening the session and stream"
                     reader, writer = await client.open_connection("echo")
+                    stage = "echoing"
                     writer.write(payload)
                     await writer.drain()
                     echoed = await reader.readexactly(ECHO_BYTES)
@@ -108,7 +111,7 @@ async def replay(options: RunOptions) -> Measurement:
                 else:
                     outcomes["failed: echo differs"] += 1
             except TimeoutError:
-                outcomes[f"failed: no session and echo within {DEADLINE_S:g} s"] += 1
+                outcomes[f"failed: no session and echo within {DEADLINE_S:g} s (still {stage})"] += 1
             except Exception as exc:
                 outcomes[f"failed: {type(exc).__name__}"] += 1
             finally:
