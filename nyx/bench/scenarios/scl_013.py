@@ -211,6 +211,7 @@ async def replay(options: RunOptions) -> Measurement:
             except TimeoutError:
                 drained = False
             producer.cancel()
+        gauge = client.metric_values().get("stream_queue_latency", math.nan)
         await client.close()
         release_exit_streams(net)
 
@@ -243,7 +244,9 @@ async def replay(options: RunOptions) -> Measurement:
                 f"drained={drained}, {'; '.join(consumer.bad) or 'digest differs'}"
             ),
             f"queue time p50 {percentile(queue_times, 50):.3f} s, max {max(queue_times, default=math.nan):.3f} s; "
-            f"{untaken:,} still queued {SLO_S + 1:g} s after the load count with their wait so far (lower bounds)",
+            f"{untaken:,} still queued {SLO_S + 1:g} s after the load count with their wait so far (lower bounds); "
+            f"the client's own stream_queue_latency gauge (write() to taken, the writer's buffer only, p95 of its "
+            f"last 1,024 writes, the last ones after the load) reads {gauge:.3f} s",
             f"at this load the consumer drains a full queue in {capacity / consumer_rate:.1f} s: a queue fed 1.5x its "
             f"drain rate fills, so the dwell time tops out there; a queue of {SLO_S * consumer_rate:,.0f} would "
             f"hold it "
