@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right, insort
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -115,7 +115,10 @@ class DelayEstimator:
         self._min_rtt_s = math.inf
         self._smoothed_rtt_s = initial_rtt_s
         self._rttvar_s = initial_rtt_s / 2
-        self._ring: deque[float] = deque(maxlen=window)
+        # The last `window` samples as a ring over a list (a deque costs ~700 bytes even empty):
+        # appended until full, then overwritten at `_ring_next`, the oldest.
+        self._ring: list[float] = []
+        self._ring_next = 0
         self._sorted: list[float] = []
         self._tail_cache: float | None = None
 
@@ -158,10 +161,14 @@ class DelayEstimator:
         else:
             self._rttvar_s = 0.75 * self._rttvar_s + 0.25 * abs(self._smoothed_rtt_s - adjusted)
             self._smoothed_rtt_s = 0.875 * self._smoothed_rtt_s + 0.125 * adjusted
-        if len(self._ring) == self.window:
-            old = self._ring[0]
-            del self._sorted[bisect_left(self._sorted, old)]
-        self._ring.append(adjusted)
+        ring = self._ring
+        if len(ring) == self.window:
+            slot = self._ring_next
+            del self._sorted[bisect_left(self._sorted, ring[slot])]
+            ring[slot] = adjusted
+            self._ring_next = (slot + 1) % self.window
+        else:
+            ring.append(adjusted)
         insort(self._sorted, adjusted)
         self._tail_cache = None
         self.samples_total += 1
@@ -310,7 +317,8 @@ class LossRecovery:
         self._last_sent_at = -math.inf
         self._probe_anchor: float | None = None
         self._lost_since_progress = 0
-        self._lost_unanswered: deque[int] = deque(maxlen=persistent_after)
+        # The last `persistent_after` lost pns not yet answered (a list: a deque costs ~700 bytes).
+        self._lost_unanswered: list[int] = []
 
     @property
     def in_flight(self) -> int:
@@ -392,8 +400,11 @@ class LossRecovery:
             self._probe_anchor = now
             self._lost_since_progress = 0
         if spans:  # the path delivered the ACK's largest pn: losses before it are not persistent
-            while self._lost_unanswered and self._lost_unanswered[0] <= spans[-1][1]:
-                self._lost_unanswered.popleft()
+            unanswered, largest = self._lost_unanswered, spans[-1][1]
+            answered = 0
+            while answered < len(unanswered) and unanswered[answered] <= largest:
+                answered += 1
+            del unanswered[:answered]
         newly = sorted(acked + quiet, key=lambda p: p.pn)
         if newly and (self.largest_acked is None or newly[-1].pn > self.largest_acked):
             self.largest_acked = newly[-1].pn
@@ -438,6 +449,8 @@ class LossRecovery:
             lost.append(packet)
             if self.largest_acked is None or pn > self.largest_acked:
                 self._lost_unanswered.append(pn)
+                if len(self._lost_unanswered) > self.persistent_after:
+                    del self._lost_unanswered[0]
         self.lost_total += len(lost)
         self._lost_since_progress += len(lost)
         # Forget what can no longer teach anything: lost packets two timeouts after their

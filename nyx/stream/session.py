@@ -114,10 +114,12 @@ class Session:
         self._max_data_local = config.session_window_bytes  # advertised MAX_DATA
         self._received_data = 0  # sum of the peer's highest offsets
         self._consumed = 0  # bytes the application read, over all streams
-        self._control: collections.deque[tuple] = collections.deque()  # pending (kind, ...) to send
-        self._events: collections.deque[Event] = collections.deque()
+        # Lists, not deques: a deque costs ~700 bytes even empty, and these stay short (the
+        # control queue drains into each record, the rotation holds at most the open streams).
+        self._control: list[tuple] = []  # pending (kind, ...) to send, in order
+        self._events: list[Event] = []
         self._write_blocked: set[int] = set()
-        self._rotation: collections.deque[int] = collections.deque()  # stream ids with data to send
+        self._rotation: list[int] = []  # stream ids with data to send, round robin
         self._last_received = now
         self._ping = False
         self._close: tuple[int, str] | None = None  # our CLOSE, until sent
@@ -283,8 +285,7 @@ class Session:
 
     def events(self) -> list[Event]:
         """Everything that happened since the last call, in order."""
-        out = list(self._events)
-        self._events.clear()
+        out, self._events = self._events, []
         return out
 
     def repeat_close(self) -> None:
@@ -516,7 +517,7 @@ class Session:
         self._starved = False
         count = pool.request(now)
         if count:
-            self._control.appendleft((_SURB_REQUEST, count))
+            self._control.insert(0, (_SURB_REQUEST, count))
         if not self._acks_may_spend_a_surb() and not self._has_eliciting() and self._close is None and not self._close_resend_due:
             return None  # only an ACK is due: it waits for a record with data, or for more SURBs
         record = self._next_record(now)
@@ -594,19 +595,20 @@ class Session:
         return False
 
     def _add_control(self, frames: list[F.Frame], redo: list[tuple], room: int) -> int:
-        while self._control:
-            item = self._control[0]
+        control = self._control
+        taken = 0  # items at the front of the queue that are sent now, or moot
+        for item in control:
             frame = self._control_frame(item)
-            if frame is None:
-                self._control.popleft()
-                continue
-            size = F.frame_size(frame)
-            if size > room:
-                break
-            self._control.popleft()
-            frames.append(frame)
-            redo.append(item)
-            room -= size
+            if frame is not None:
+                size = F.frame_size(frame)
+                if size > room:
+                    break
+                frames.append(frame)
+                redo.append(item)
+                room -= size
+            taken += 1
+        if taken:
+            del control[:taken]
         return room
 
     def _control_frame(self, item: tuple) -> F.Frame | None:
@@ -637,7 +639,7 @@ class Session:
         for _ in range(len(rotation)):
             if room <= 8:
                 break
-            stream_id = rotation.popleft()
+            stream_id = rotation.pop(0)
             send = self._send.get(stream_id)
             if send is None or not send.wants_to_send():
                 continue

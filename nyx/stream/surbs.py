@@ -22,7 +22,6 @@ expire unused in large numbers when a session goes quiet (a SURB dies with its m
 
 from __future__ import annotations
 
-import collections
 from dataclasses import dataclass
 
 #: Encoded SURB size of the default mix format (first hop 16 + seed 32 + header 504).
@@ -49,7 +48,7 @@ class SurbPool:
 
     def __init__(self, policy: SurbPolicy = SurbPolicy()) -> None:
         self.policy = policy
-        self._surbs: collections.deque[bytes] = collections.deque()
+        self._surbs: list[bytes] = []  # oldest first (a list: at most `capacity`; a deque costs ~700 B empty)
         self._last_request = -float("inf")
         self.received = self.spent = self.refused = self.requested = 0
 
@@ -67,7 +66,7 @@ class SurbPool:
         if not self._surbs:
             return None
         self.spent += 1
-        return self._surbs.popleft()
+        return self._surbs.pop(0)
 
     def request(self, now: float) -> int:
         """How many SURBs to ask for now (0: none): when at or below low water, once per gap."""
