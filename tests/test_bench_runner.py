@@ -35,7 +35,7 @@ def test_replayed_status_names_exactly_the_replays() -> None:
 
 
 def test_run_of_a_pending_scenario_says_what_it_waits_for(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", "SCL-001"]) == 2
+    assert main(["run", "SCL-004"]) == 2
     assert "waits for nyx.stream" in capsys.readouterr().err
 
 

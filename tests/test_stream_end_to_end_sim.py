@@ -47,6 +47,7 @@ class SimNet:
         self.directory = Directory.of(records)
         self.mixes: dict[str, MixNode] = {}
         self.gateways: dict[str, Gateway] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
 
     async def start(self, tg: asyncio.TaskGroup) -> None:
         for node_id, key in self.mix_keys.items():
@@ -63,7 +64,7 @@ class SimNet:
                                     Responder({Suite.HYBRID: self.stream_keys[gw][0]}), services.serve,
                                     lambda peer: peer in self.directory.nodes, replay_capacity=1 << 14)
             self.gateways[gw] = gateway
-            tg.create_task(gateway.run())
+            self.tasks[gw] = tg.create_task(gateway.run())
 
     def client(self, cover: CoverConfig | None = None, **options: object) -> Client:
         client_id = f"c{random.getrandbits(60):015x}"
@@ -219,5 +220,21 @@ async def test_a_client_cannot_use_its_gateway_to_relay_packets_or_fake_refusals
             reader, writer = await asyncio.wait_for(victim.open_connection("echo"), 20)  # still served
             writer.write(b"ok")
             assert await asyncio.wait_for(reader.readexactly(2), 20) == b"ok"
+
+    await asyncio.wait_for(run_with_net(body), 60)
+
+
+async def test_a_gateway_cancelled_with_streams_open_stops_promptly() -> None:
+    async def body(net: SimNet) -> None:
+        async with net.client() as client:
+            reader, writer = await asyncio.wait_for(client.open_connection("echo"), 20)
+            writer.write(b"still open")
+            assert await asyncio.wait_for(reader.readexactly(10), 20) == b"still open"
+            gateway, task = net.gateways["gw-b"], net.tasks["gw-b"]
+            assert gateway.counts["streams_opened"] == 1 and gateway.counts["streams_ended"] == 0
+            task.cancel()
+            done, _ = await asyncio.wait([task], timeout=5)
+            assert task in done  # its stream's service was released, not left waiting for ever
+            assert gateway.counts["streams_ended"] == 1
 
     await asyncio.wait_for(run_with_net(body), 60)

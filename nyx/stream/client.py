@@ -50,7 +50,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -66,6 +66,7 @@ from nyx.stream.client_core import ClientCore
 from nyx.stream.entry_wire import Refusal, RefusalReason, decode_refusal
 from nyx.stream.events import SessionClosed
 from nyx.stream.handshake import Initiator
+from nyx.stream.handshake.messages import SUPPORTED_VERSIONS
 from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams
 from nyx.stream.socks import ConnectFailure
 from nyx.stream.session import SessionConfig
@@ -145,6 +146,7 @@ class Client:
         cover: CoverConfig | None = CoverConfig(),
         session_config: SessionConfig | None = None,
         suites: tuple[Suite, ...] = DEFAULT_PREFERENCE,
+        versions: Sequence[int] = SUPPORTED_VERSIONS,
         client_id: str | None = None,
         connect_timeout_s: float = 10.0,
         resend_s: float = 2.0,
@@ -177,6 +179,7 @@ class Client:
         if self.session_config.surbs is None:
             raise ValueError("session_config needs a SurbPolicy: exits answer on SURBs only")
         self.suites = suites
+        self.versions = tuple(versions)  # protocol versions offered, preferred first
         self.connect_timeout_s = connect_timeout_s
         self.resend_s, self.max_tries = resend_s, max_tries
         self.packet_format = packet_format
@@ -331,7 +334,7 @@ class Client:
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         holder: list[_ClientSession] = []
         core = ClientCore(
-            Initiator(keys, preference=[s for s in self.suites if s in keys]),
+            Initiator(keys, preference=[s for s in self.suites if s in keys], versions=self.versions),
             self.session_config,
             lambda n: self._make_surbs(holder[0], n),
             self.clock(),

@@ -245,6 +245,16 @@ class Gateway:
     # -- exit: ExitCore's sessions and their streams ------------------------------------------------
 
     async def _exit_loop(self) -> None:
+        try:
+            await self._exit_turns()
+        finally:
+            # Cancelled (the gateway stops): release every stream's waiters now, so the stream
+            # tasks the same task group is cancelling can finish (a service closing its stream
+            # waits in wait_closed, and nothing else would ever wake it).
+            for streams in self._streams.values():
+                streams.end_all()
+
+    async def _exit_turns(self) -> None:
         core, wakeup = self.exit, self._wakeup
         while True:
             self._process()
@@ -347,6 +357,8 @@ class Gateway:
             "client_version_errors": float(handshake_errors.get("handshake_unsupported_version", 0)
                                            + handshake_errors.get("handshake_unsupported_suite", 0)),
             "gateway_clients": float(len(self.clients)),
+            # SCL-038's name (the seed's ingress proxy): client connections this entry holds
+            "traefik_active_connections": float(len(self.clients)),
             "gateway_sessions_open": float(len(self.exit)),
             "gateway_sessions_opened_total": float(self.exit.sessions_opened),
             "gateway_streams_open": float(self.counts["streams_opened"] - self.counts["streams_ended"]),

@@ -47,6 +47,7 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("fec_encode_latency", "gauge", "Mean Reed-Solomon encode time per block over the interval", "fec", "SCL-044", "seconds"),
     MetricSpec("mix_packet_drop", "counter", "Packets a mix dropped (replay, bad MAC, expired, queue full)", "mix", "SCL-045"),
     MetricSpec("directory_lookup_latency", "gauge", "Mean directory lookup time over the interval", "directory", "SCL-046", "seconds"),
+    MetricSpec("traefik_active_connections", "gauge", "Client connections an entry gateway holds (SCL-038's ingress proxy: clients reach gateways directly)", "stream", "SCL-038"),
     MetricSpec("uptime_global", "gauge", "Seconds since this node started", "node", "SCL-050", "seconds"),
     # -- transport detail (no SCL scenario; they explain transport_packet_loss) --
     MetricSpec("transport_packets_sent_total", "counter", "Packets handed to a link", "transport"),

@@ -42,7 +42,6 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import nyx.stream.client as client_module
 from nyx.bench.loadgen import Schedule, drive_async
 from nyx.bench.mixnet import Mixnet, MixnetShape, mixnet
 from nyx.bench.report import Measurement
@@ -71,26 +70,18 @@ QUICK = (2.0, 1.0)
 
 
 class VersionedClient(Client):
-    """`nyx.Client` that offers `versions` in its handshakes and keeps the `Initiator` it built
+    """`nyx.Client` (offering its `versions`) that keeps the `Initiator` of its last session
     (whose `version` and `suite` are the negotiated ones once the session opened)."""
 
-    def __init__(self, *args: Any, versions: Sequence[int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.versions = tuple(versions)
         self.initiator: Initiator | None = None
 
     def _open_session(self, exit_id: str):  # type: ignore[no-untyped-def]
-        real = client_module.Initiator
-
-        def build(*args: Any, **kwargs: Any) -> Initiator:
-            self.initiator = real(*args, versions=self.versions, **kwargs)
-            return self.initiator
-
-        client_module.Initiator = build  # type: ignore[misc,assignment]
-        try:  # synchronous: no other task runs until it is restored
-            return super()._open_session(exit_id)
-        finally:
-            client_module.Initiator = real  # type: ignore[misc]
+        session = super()._open_session(exit_id)
+        opening = session.core.opening
+        self.initiator = opening.initiator if opening is not None else None
+        return session
 
 
 def make_client(net: Mixnet, index: int, entry: str, exit_id: str, versions: Sequence[int],
