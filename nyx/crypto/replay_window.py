@@ -4,7 +4,10 @@ Records travel over lossy, reordering mix paths, so a receiver must accept any s
 it has not seen within the last `size` (default 2^20) of the highest one, and refuse the rest.
 A flat 2^20-bit map costs 128 KiB per direction whether a session sends ten records or ten
 million; this one keeps the map in 2 KiB pages allocated on first use and freed as they fall out
-of the window, so memory follows the traffic (at most `size` bits plus one page).
+of the window, so memory follows the traffic (at most `size` bits plus one page). A page grows
+to its 2 KiB as its sequence numbers are used (doubling from `_FIRST_PAGE_BYTES`), so a session
+that received a few dozen records holds a few bytes of map, not 2 KiB: at an exit gateway with
+100,000 idle sessions that is 0.2 GB. Bytes beyond a page's current length are unmarked bits.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 _PAGE_SHIFT = 14  # 16,384 sequence numbers (2 KiB of bits) per page
 _PAGE_MASK = (1 << _PAGE_SHIFT) - 1
 _PAGE_BYTES = (1 << _PAGE_SHIFT) // 8
+_FIRST_PAGE_BYTES = 16  # a new page's length; it doubles, up to _PAGE_BYTES, as bits beyond are marked
 
 
 class ReplayWindow:
@@ -37,7 +41,8 @@ class ReplayWindow:
         if page is None:
             return True
         bit = seq & _PAGE_MASK
-        return not (page[bit >> 3] >> (bit & 7)) & 1
+        byte = bit >> 3
+        return byte >= len(page) or not (page[byte] >> (bit & 7)) & 1
 
     def is_too_old(self, seq: int) -> bool:
         """True if `seq` has fallen below the window (distinguishes "old" from "replayed")."""
@@ -46,11 +51,20 @@ class ReplayWindow:
     def mark(self, seq: int) -> None:
         """Record `seq` as accepted. Call only after the record authenticated."""
         page_no = seq >> _PAGE_SHIFT
+        bit = seq & _PAGE_MASK
+        byte = bit >> 3
         page = self._pages.get(page_no)
         if page is None:
-            page = self._pages[page_no] = bytearray(_PAGE_BYTES)
-        bit = seq & _PAGE_MASK
-        page[bit >> 3] |= 1 << (bit & 7)
+            length = _FIRST_PAGE_BYTES
+            while length <= byte:
+                length *= 2
+            page = self._pages[page_no] = bytearray(min(length, _PAGE_BYTES))
+        elif byte >= len(page):
+            length = 2 * len(page)
+            while length <= byte:
+                length *= 2
+            page.extend(bytes(min(length, _PAGE_BYTES) - len(page)))
+        page[byte] |= 1 << (bit & 7)
         if seq > self.highest:
             self.highest = seq
             floor_page = max(0, (seq - self.size + 1) >> _PAGE_SHIFT)
@@ -65,5 +79,5 @@ class ReplayWindow:
 
     @property
     def pages_in_use(self) -> int:
-        """Allocated 2 KiB pages (for memory accounting and tests)."""
+        """Allocated pages, each at most 2 KiB (for memory accounting and tests)."""
         return len(self._pages)
