@@ -80,6 +80,11 @@ class _Epoch:
 class RecordSession:
     """Both directions of one session's record protection."""
 
+    __slots__ = (
+        "policy", "_send_prefix", "_receive_prefix", "_send", "_send_started", "_send_seq",
+        "_epoch_records", "_epoch_bytes", "_receive", "_receive_ahead", "_receive_past", "_window",
+    )
+
     def __init__(
         self,
         send_secret: bytes,

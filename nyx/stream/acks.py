@@ -25,6 +25,12 @@ class AckTracker:
     nothing but the wait for the next one, which ACK loss on reply paths makes common.
     """
 
+    __slots__ = (
+        "max_ack_delay_s", "ack_every", "max_ranges", "window", "largest", "duplicates_total",
+        "too_old_total", "_lows", "_highs", "_floor", "_largest_at", "_pending", "_first_pending_at",
+        "_count_due_at",
+    )
+
     def __init__(self, *, max_ack_delay_s: float = 0.1, ack_every: int = 8, max_ranges: int = 32,
                  window: int = 4096) -> None:
         if max_ack_delay_s < 0 or ack_every < 1 or max_ranges < 1 or window < 1:

@@ -82,6 +82,12 @@ class DelayEstimator:
     `target_false_loss` of acknowledged packets, whatever the distribution's shape.
     """
 
+    __slots__ = (
+        "initial_rtt_s", "quantile", "window", "min_samples", "base_margin", "max_margin",
+        "spurious_step", "_margin_decay", "margin", "samples_total", "_min_rtt_s", "_smoothed_rtt_s",
+        "_rttvar_s", "_ring", "_ring_next", "_sorted", "_tail_cache",
+    )
+
     def __init__(
         self,
         initial_rtt_s: float = 1.0,
@@ -286,6 +292,13 @@ class LossRecovery:
       sent after them acknowledged: the route is likely broken (a failed mix); the session
       should replace it.
     """
+
+    __slots__ = (
+        "estimator", "max_ack_delay_s", "max_in_flight", "persistent_after", "max_backoff_s",
+        "largest_sent", "largest_acked", "pto_count", "acked_total", "lost_total",
+        "spurious_lost_total", "probes_total", "_in_flight", "_quiet", "_lost", "_in_flight_bytes",
+        "_last_sent_at", "_probe_anchor", "_lost_since_progress", "_lost_unanswered",
+    )
 
     def __init__(
         self,
