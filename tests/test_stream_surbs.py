@@ -65,5 +65,71 @@ def test_the_client_counts_surbs_in_lost_records_as_gone_and_tops_up() -> None:
     assert supply.wanted() == 0
     supply.on_lost(10)  # an exit with none left could not even ask: the client must notice
     assert supply.held_by_exit == 14 and supply.wanted() == 48 - 14
+    supply.on_delivered(14)  # the exit acknowledged the rest: none is still on its way
     supply.on_request(40)
     assert supply.wanted() == 40
+
+
+def test_the_client_counts_replies_lost_on_the_way_back_by_their_packet_numbers() -> None:
+    supply = SurbSupply(SurbPolicy())
+    supply.on_sent(supply.wanted())
+    supply.on_delivered(24)
+    supply.on_reply(0)
+    supply.on_reply(9)  # records 1 to 8 were lost on the way back, but each spent a SURB
+    assert supply.replies == 10 and supply.held_by_exit == 14
+    supply.on_reply(5)  # a late one was already counted
+    assert supply.replies == 10 and supply.held_by_exit == 14
+    assert supply.wanted() == 48 - 14  # at low water: top up
+
+
+def test_a_request_does_not_count_surbs_still_on_their_way() -> None:
+    supply = SurbSupply(SurbPolicy())
+    supply.on_sent(supply.wanted())  # 24 in flight
+    supply.on_request(40)  # asked before those 24 arrived: they will
+    assert supply.owed == 16
+    supply.on_delivered(24)
+    supply.on_request(40)
+    assert supply.owed == 40
+
+
+def test_a_quiet_exit_gets_a_few_surbs_and_a_probe_a_full_top_up() -> None:
+    supply = SurbSupply(SurbPolicy())
+    supply.on_sent(48)
+    assert supply.wanted() == 0
+    supply.on_silence()  # quiet mid-stream: enough for a reply and a request, in case it is dry
+    assert supply.wanted() == 2
+    supply.on_sent(2)
+    supply.on_probe()  # nothing acknowledged for two loss timeouts: assume it holds none
+    assert supply.held_by_exit == 0 and supply.wanted() == SurbPolicy().target
+
+
+@pytest.mark.parametrize(
+    ("path", "seed", "download"),
+    [
+        (PathModel(loss=0.05), 3, True),  # replies lost on the way back once hid the exit's empty pool
+        (PathModel(loss=0.01, burst_every_s=5.0, burst_length_s=0.5), 8, True),  # a burst ate the last replies
+        (PathModel(loss=0.01, burst_every_s=5.0, burst_length_s=0.5), 1, False),
+    ],
+)
+def test_a_bulk_reply_never_stalls_on_an_exit_left_without_surbs(path: PathModel, seed: int, download: bool) -> None:
+    """200 KB back from the exit on lossy paths: every byte arrives and the session never waits
+    for its idle timeout (these runs deadlocked when the client lost count of the exit's SURBs)."""
+    pair = SessionPair(path, path, seed=seed, client_config=ON_SURBS, server_config=ON_SURBS)
+    payload = random.Random(seed).randbytes(200_000)
+    if download:  # a short request, then the whole payload back
+        pair.client_sends([b"GET"], finish=False)
+        responded = []
+
+        def respond(p: SessionPair) -> None:
+            if not responded and p.server.received.get(0):
+                responded.append(True)
+                p.server.to_write[0] = bytearray(payload)
+                p.server.finish_after.add(0)
+
+        pair.on_step = respond
+    else:
+        pair.server.echo = True
+        pair.client_sends([payload])
+    pair.run(200.0, stop=lambda p: len(p.client.received.get(0, b"")) >= len(payload))
+    assert bytes(pair.client.received.get(0, b"")) == payload
+    assert pair.now < 60.0 and pair.client.session.closed is None

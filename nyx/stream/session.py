@@ -101,7 +101,7 @@ class Session:
         "_max_streams_local", "_peer_max_data", "_sent_data", "_max_data_local", "_received_data",
         "_consumed", "_control", "_events", "_write_blocked", "_rotation", "_last_received", "_ping",
         "_close", "_close_sent", "_close_resend_due", "_close_resends_left", "closed", "drops",
-        "records_sent", "records_received", "surb_pool", "_starved", "surb_supply",
+        "records_sent", "records_received", "surb_pool", "_starved", "surb_supply", "_reply_watch",
     )
 
     def __init__(self, keys: SessionKeys, now: float, config: SessionConfig = SessionConfig()) -> None:
@@ -146,6 +146,7 @@ class Session:
         self.surb_pool: SurbPool | None = None
         self._starved = False
         self.surb_supply: SurbSupply | None = None
+        self._reply_watch = False  # initiator on SURBs: the exit sent something since the last silence check
         if config.surbs is not None:
             if self.is_initiator:
                 self.surb_supply = SurbSupply(config.surbs)
@@ -320,7 +321,23 @@ class Session:
             times.append(recovery)
         if acks is not None and self._acks_may_spend_a_surb():
             times.append(acks)  # an ACK that cannot go (no SURB) must not keep a shell's timer in the past
+        silence = self._reply_silence_at()
+        if silence is not None:
+            times.append(silence)
         return min(times)
+
+    def _reply_silence_at(self) -> float | None:
+        """Initiator on SURBs: when the exit's silence becomes suspect. It sent something that
+        asks for an ACK (stream data, say) and a stream still waits for bytes, yet nothing came
+        for two loss timeouts. Its last replies may have been lost on the way back (a burst no
+        count sees), leaving it without a SURB, unable to answer or ask. Once per such silence
+        the client sends it a few (`SurbSupply.on_silence`); an exit that only had nothing to say
+        spends one of them on an ACK."""
+        if not self._reply_watch or self.surb_supply is None:
+            return None
+        if all(recv.at_eof or recv.reset_code is not None for recv in self._recv.values()):
+            return None
+        return self._last_received + 2 * self._recovery.loss_timeout_s()
 
     def _acks_may_spend_a_surb(self) -> bool:
         """Whether an ACK-only record may go now: always, except for a responder on SURBs with at
@@ -338,6 +355,12 @@ class Session:
             self._on_lost(packet)
         if self._recovery.probe_due(now):
             self._ping = True
+            if self.surb_supply is not None:
+                self.surb_supply.on_probe()  # the PING carries fresh SURBs if the exit may be dry
+        silence = self._reply_silence_at()
+        if silence is not None and now >= silence:
+            self._reply_watch = False
+            self.surb_supply.on_silence()  # type: ignore[union-attr]
 
     # -- receiving --------------------------------------------------------------------------------
 
@@ -364,10 +387,12 @@ class Session:
             return
         self.records_received += 1
         self._last_received = now
-        if self.surb_supply is not None:
-            self.surb_supply.on_reply()  # the responder spent a SURB on it
         pn = HEADER.unpack_from(record)[1]
-        self._acks.on_packet(pn, now, any(F.is_ack_eliciting(frame) for frame in frames))
+        eliciting = any(F.is_ack_eliciting(frame) for frame in frames)
+        if self.surb_supply is not None:
+            self.surb_supply.on_reply(pn)  # the responder spent a SURB on it, and on every record before it
+            self._reply_watch = self._reply_watch or eliciting
+        self._acks.on_packet(pn, now, eliciting)
         for frame in frames:
             try:
                 self._on_frame(frame, now)
@@ -460,6 +485,10 @@ class Session:
 
     def _on_acked(self, packet: SentPacket) -> None:
         for item in packet.frames:
+            if item[0] == _SURBS:  # type: ignore[index]
+                if self.surb_supply is not None:
+                    self.surb_supply.on_delivered(1)
+                continue
             if item[0] == _STREAM:  # type: ignore[index]
                 _, stream_id, offset, length, fin = item  # type: ignore[misc]
                 send = self._send.get(stream_id)

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 
 #: Encoded SURB size of the default mix format (first hop 16 + seed 32 + header 504).
 SURB_BYTES = 552
+#: SURBs a client sends an exit that went quiet mid-stream: one for a reply, one for its request.
+SILENCE_SURBS = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,16 +81,24 @@ class SurbPool:
 
 
 class SurbSupply:
-    """The client's reckoning of the exit's pool."""
+    """The client's reckoning of the exit's pool.
 
-    __slots__ = ("policy", "sent", "lost", "replies", "owed", "_started")
+    `held_by_exit` is a running estimate: SURBs sent raise it, SURBs in records declared lost
+    and SURBs the exit is known to have spent lower it, and a probe resets it. Erring low only
+    costs SURBs the exit refuses or holds a little longer; erring high can leave an exit with
+    none, unable to answer or ask, while the client believes it supplied.
+    """
+
+    __slots__ = ("policy", "sent", "lost", "replies", "owed", "_held", "_in_flight", "_started")
 
     def __init__(self, policy: SurbPolicy = SurbPolicy()) -> None:
         self.policy = policy
         self.sent = 0  # SURBs handed to the session to send
         self.lost = 0  # in records declared lost (they may have arrived: then the exit asks less)
-        self.replies = 0  # records received from the exit (each spent one SURB)
+        self.replies = 0  # SURBs the exit is known to have spent: its records, received or not (see on_reply)
         self.owed = 0  # requested by the exit and not yet sent
+        self._held = 0
+        self._in_flight = 0  # sent and neither acknowledged nor declared lost: the exit may not have them yet
         self._started = False
 
     @property
@@ -96,16 +106,47 @@ class SurbSupply:
         """SURBs the exit should still hold: sent, minus those in records declared lost, minus
         those spent on replies. Counting lost ones as gone matters: an exit with no SURB cannot
         even ask for more, so the client must notice by itself."""
-        return max(0, self.sent - self.lost - self.replies)
+        return self._held
 
     def on_lost(self, count: int) -> None:
         self.lost += count
+        self._held = max(0, self._held - count)
+        self._in_flight = max(0, self._in_flight - count)
+
+    def on_delivered(self, count: int) -> None:
+        """The exit acknowledged a record carrying `count` SURBs."""
+        self._in_flight = max(0, self._in_flight - count)
+
+    def on_probe(self) -> None:
+        """The session probes: the exit acknowledged nothing for two loss timeouts. It may be dry,
+        its last replies lost on the way back where no count can see them (a burst of loss on the
+        reply path), and then it can neither answer nor ask. Count it as holding none, so that
+        the probe carries a top-up to `target`; if it did hold some, it asks less later or
+        refuses the excess (its capacity)."""
+        self._held = 0
+
+    def on_silence(self) -> None:
+        """The exit went quiet in the middle of a stream (see `Session._reply_silence_at`): send
+        it `SILENCE_SURBS`, enough for a record and a SURB_REQUEST if it has none left. Few, since
+        it usually just had nothing to say; if they are lost too, the probe that follows tops up."""
+        self.owed = max(self.owed, SILENCE_SURBS)
 
     def on_request(self, count: int) -> None:
-        self.owed = max(self.owed, count)
+        """The exit asks for `count` to reach its target. It counted only the SURBs it had: those
+        still on their way (or queued here) will arrive after it asked, so they are subtracted,
+        or a request crossing the client's own top-up would be served twice and the excess
+        refused by a full pool, while the client counted it as held."""
+        self.owed = max(self.owed, count - self._in_flight)
 
-    def on_reply(self) -> None:
-        self.replies += 1
+    def on_reply(self, pn: int | None = None) -> None:
+        """A record from the exit arrived, with its packet number `pn` if known. The exit spends
+        one SURB per record and numbers its records from 0, so it has spent at least `pn + 1`:
+        replies lost on the way back count as spent too. Counting only the records received
+        would let backward loss inflate `held_by_exit` until the client stopped topping up an
+        exit that had none left, and could not ask (a deadlock until the idle timeout)."""
+        spent = self.replies + 1 if pn is None else max(self.replies, pn + 1)
+        self._held = max(0, self._held - (spent - self.replies))
+        self.replies = spent
 
     def wanted(self) -> int:
         """SURBs to create and send now."""
@@ -118,4 +159,6 @@ class SurbSupply:
     def on_sent(self, count: int) -> None:
         self._started = True
         self.sent += count
+        self._held += count
+        self._in_flight += count
         self.owed = max(0, self.owed - count)
