@@ -65,7 +65,6 @@ def test_the_client_counts_surbs_in_lost_records_as_gone_and_tops_up() -> None:
     assert supply.wanted() == 0
     supply.on_lost(10)  # an exit with none left could not even ask: the client must notice
     assert supply.held_by_exit == 14 and supply.wanted() == 48 - 14
-    supply.on_delivered(14)  # the exit acknowledged the rest: none is still on its way
     supply.on_request(40)
     assert supply.wanted() == 40
 
@@ -73,23 +72,12 @@ def test_the_client_counts_surbs_in_lost_records_as_gone_and_tops_up() -> None:
 def test_the_client_counts_replies_lost_on_the_way_back_by_their_packet_numbers() -> None:
     supply = SurbSupply(SurbPolicy())
     supply.on_sent(supply.wanted())
-    supply.on_delivered(24)
     supply.on_reply(0)
     supply.on_reply(9)  # records 1 to 8 were lost on the way back, but each spent a SURB
     assert supply.replies == 10 and supply.held_by_exit == 14
     supply.on_reply(5)  # a late one was already counted
     assert supply.replies == 10 and supply.held_by_exit == 14
     assert supply.wanted() == 48 - 14  # at low water: top up
-
-
-def test_a_request_does_not_count_surbs_still_on_their_way() -> None:
-    supply = SurbSupply(SurbPolicy())
-    supply.on_sent(supply.wanted())  # 24 in flight
-    supply.on_request(40)  # asked before those 24 arrived: they will
-    assert supply.owed == 16
-    supply.on_delivered(24)
-    supply.on_request(40)
-    assert supply.owed == 40
 
 
 def test_a_quiet_exit_gets_a_few_surbs_and_a_probe_a_full_top_up() -> None:

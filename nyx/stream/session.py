@@ -485,10 +485,6 @@ class Session:
 
     def _on_acked(self, packet: SentPacket) -> None:
         for item in packet.frames:
-            if item[0] == _SURBS:  # type: ignore[index]
-                if self.surb_supply is not None:
-                    self.surb_supply.on_delivered(1)
-                continue
             if item[0] == _STREAM:  # type: ignore[index]
                 _, stream_id, offset, length, fin = item  # type: ignore[misc]
                 send = self._send.get(stream_id)

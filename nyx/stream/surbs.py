@@ -89,7 +89,7 @@ class SurbSupply:
     none, unable to answer or ask, while the client believes it supplied.
     """
 
-    __slots__ = ("policy", "sent", "lost", "replies", "owed", "_held", "_in_flight", "_started")
+    __slots__ = ("policy", "sent", "lost", "replies", "owed", "_held", "_started")
 
     def __init__(self, policy: SurbPolicy = SurbPolicy()) -> None:
         self.policy = policy
@@ -98,7 +98,6 @@ class SurbSupply:
         self.replies = 0  # SURBs the exit is known to have spent: its records, received or not (see on_reply)
         self.owed = 0  # requested by the exit and not yet sent
         self._held = 0
-        self._in_flight = 0  # sent and neither acknowledged nor declared lost: the exit may not have them yet
         self._started = False
 
     @property
@@ -111,11 +110,6 @@ class SurbSupply:
     def on_lost(self, count: int) -> None:
         self.lost += count
         self._held = max(0, self._held - count)
-        self._in_flight = max(0, self._in_flight - count)
-
-    def on_delivered(self, count: int) -> None:
-        """The exit acknowledged a record carrying `count` SURBs."""
-        self._in_flight = max(0, self._in_flight - count)
 
     def on_probe(self) -> None:
         """The session probes: the exit acknowledged nothing for two loss timeouts. It may be dry,
@@ -132,11 +126,7 @@ class SurbSupply:
         self.owed = max(self.owed, SILENCE_SURBS)
 
     def on_request(self, count: int) -> None:
-        """The exit asks for `count` to reach its target. It counted only the SURBs it had: those
-        still on their way (or queued here) will arrive after it asked, so they are subtracted,
-        or a request crossing the client's own top-up would be served twice and the excess
-        refused by a full pool, while the client counted it as held."""
-        self.owed = max(self.owed, count - self._in_flight)
+        self.owed = max(self.owed, count)
 
     def on_reply(self, pn: int | None = None) -> None:
         """A record from the exit arrived, with its packet number `pn` if known. The exit spends
@@ -160,5 +150,4 @@ class SurbSupply:
         self._started = True
         self.sent += count
         self._held += count
-        self._in_flight += count
         self.owed = max(0, self.owed - count)
