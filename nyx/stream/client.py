@@ -525,6 +525,9 @@ class Client:
             due = core.deadline()
             if due is not None:
                 earliest = due if earliest is None else min(earliest, due)
+            if self._backlog:  # this pass filled the slot queue: offer the rest as slots free
+                recheck = now + BACKLOG_RECHECK_S
+                earliest = recheck if earliest is None else min(earliest, recheck)
             if not session.usable and session.opened.done() and self._sessions.get(exit_id) is session:
                 if session.core.session is None or not session.core.session.lingering:
                     del self._sessions[exit_id]

@@ -30,6 +30,7 @@ from nyx.stream.handshake.errors import CloseCode
 from nyx.telemetry.window import SampleWindow
 from nyx.stream.session import (
     Session,
+    SessionError,
     SessionClosed,
     StreamOpened,
     StreamReadable,
@@ -191,7 +192,10 @@ class SessionStreams:
         session = self.session
         for state in self._states.values():
             if state.pending and session.closed is None and state.reset_code is None and state.stopped_code is None:
-                taken = session.write(state.stream_id, bytes(state.pending))
+                try:
+                    taken = session.write(state.stream_id, bytes(state.pending))
+                except SessionError:  # closing: its CLOSE is queued, the writers are told by end_all
+                    break
                 del state.pending[:taken]
                 if state.writes is not None and taken:
                     self._taken(state.writes, taken)

@@ -370,7 +370,10 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         has no room (the caller counts the drop)."""
         if not self.has_room(driver):
             return False
-        driver.quic.send_datagram_frame(packet)
+        try:
+            driver.quic.send_datagram_frame(packet)
+        except Exception:  # the client closed and we have not seen it end yet (qh3 raises): a drop
+            return False
         driver.handed += 1
         driver.handed_bytes += len(packet) + DATAGRAM_OVERHEAD_BYTES
         stats = driver.stats

@@ -76,13 +76,17 @@ class OutboundLink:
         """Hand `packet` to the live connection, or queue it; False if the queue is full."""
         conn = self.conn
         if conn is not None and not len(self.queue) and self._window_open(conn):
-            conn.quic.send_datagram_frame(packet)
-            self.handed_bytes += len(packet) + DATAGRAM_OVERHEAD_BYTES
-            stats = self.stats
-            stats.sent += 1
-            stats.bytes_sent += len(packet)
-            self.owner.mark_dirty(conn)
-            return True
+            try:
+                conn.quic.send_datagram_frame(packet)
+            except Exception:  # qh3 refuses a connection the peer closed before we saw it end:
+                conn = None    # queue the packet instead; the supervisor reconnects
+            else:
+                self.handed_bytes += len(packet) + DATAGRAM_OVERHEAD_BYTES
+                stats = self.stats
+                stats.sent += 1
+                stats.bytes_sent += len(packet)
+                self.owner.mark_dirty(conn)
+                return True
         if not self.queue.has_room:
             return False
         self.queue.offer(packet)
