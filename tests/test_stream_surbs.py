@@ -70,7 +70,7 @@ def test_the_client_counts_surbs_in_lost_records_as_gone_and_tops_up() -> None:
 
 
 def test_the_client_counts_replies_lost_on_the_way_back_by_their_packet_numbers() -> None:
-    supply = SurbSupply(SurbPolicy())
+    supply = SurbSupply(SurbPolicy(initial=24, low_water=16, target=48))
     supply.on_sent(supply.wanted())
     supply.on_reply(0)
     supply.on_reply(9)  # records 1 to 8 were lost on the way back, but each spent a SURB
@@ -121,3 +121,21 @@ def test_a_bulk_reply_never_stalls_on_an_exit_left_without_surbs(path: PathModel
     pair.run(200.0, stop=lambda p: len(p.client.received.get(0, b"")) >= len(payload))
     assert bytes(pair.client.received.get(0, b"")) == payload
     assert pair.now < 60.0 and pair.client.session.closed is None
+
+
+def test_a_session_without_streams_keeps_its_initial_surbs_and_its_first_stream_gets_the_target() -> None:
+    """An idle session costs its exit at most `initial` SURBs (memory: an exit holds 100,000 of
+    them); the first stream brings the supply to `target` at once."""
+    policy = SurbPolicy()
+    slow = PathModel(mean_hop_delay_s=0.2)  # the first SURBs trickle in: the exit ACKs several times
+    pair = SessionPair(slow, slow, seed=4, client_config=ON_SURBS, server_config=ON_SURBS)
+    pair.run(60.0)
+    pool, supply = pair.server.session.surb_pool, pair.client.session.surb_supply
+    assert pool is not None and supply is not None
+    assert supply.sent == policy.initial and pool.requested == 0
+    assert 1 < len(pool) <= policy.initial  # spent on ACKs, never below the reserve
+    held = supply.held_by_exit
+    assert held <= policy.low_water
+    pair.client.session.open_stream()
+    pair.run(pair.now)  # one turn: the client's flush
+    assert supply.sent == policy.initial + policy.target - held and supply.held_by_exit == policy.target

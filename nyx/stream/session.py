@@ -520,8 +520,12 @@ class Session:
     # -- reply paths -------------------------------------------------------------------------------
 
     def surbs_wanted(self) -> int:
-        """Initiator: SURBs to create and hand to `send_surbs` now (0 if none, or no SURB mode)."""
-        return self.surb_supply.wanted() if self.surb_supply is not None and self.closed is None else 0
+        """Initiator: SURBs to create and hand to `send_surbs` now (0 if none, or no SURB mode).
+        The client tops the exit up by its own count only while a stream is open: a session with
+        none expects nothing from the exit but ACKs, which its initial supply covers."""
+        if self.surb_supply is None or self.closed is not None:
+            return 0
+        return self.surb_supply.wanted(streams_open=bool(self._recv))
 
     def send_surbs(self, surbs: Iterable[bytes]) -> None:
         """Initiator: send these SURBs ahead (one per record, in the next records out). A lost
@@ -550,9 +554,10 @@ class Session:
             self._starved = waiting
             return None
         self._starved = False
-        count = pool.request(now)
-        if count:
-            self._control.insert(0, (_SURB_REQUEST, count))
+        if self._recv or self._has_eliciting():  # a session with no stream and nothing to say does not ask
+            count = pool.request(now)
+            if count:
+                self._control.insert(0, (_SURB_REQUEST, count))
         if not self._acks_may_spend_a_surb() and not self._has_eliciting() and self._close is None and not self._close_resend_due:
             return None  # only an ACK is due: it waits for a record with data, or for more SURBs
         record = self._next_record(now)
