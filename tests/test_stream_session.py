@@ -269,3 +269,19 @@ def test_a_closed_session_repeats_its_close_when_asked_within_the_same_bound() -
     still_open = Session(client_keys, 0.0)
     still_open.repeat_close()  # an open session has no CLOSE to repeat
     assert still_open.next_record(0.0) is None and still_open.closed is None
+
+
+def test_a_slow_reader_left_with_bytes_after_the_last_frame_still_reads_them() -> None:
+    """Hypothesis found it in CI: a budgeted reader left 493 bytes behind when the last STREAM
+    frames had all arrived, and waited for another "readable" that never came, until both sides
+    idled out. The harness's reader now reads on at every wake-up (nyx.stream.simulate)."""
+    machine = LossyEchoSessions()
+    machine.start_with_streams([4703, 598, 4696])
+    for _ in range(5):
+        machine.open_stream()
+    machine.time_passes(1.0)
+    machine.finish(0)
+    machine.finish(0)
+    machine.time_passes(1.0)
+    machine.finish(0)
+    machine.teardown()  # asserts every finished stream arrived whole
