@@ -10,10 +10,10 @@ SurbPolicy()))` and opens N real sessions to it, one after another: for each, a 
 with a real `Initiator` (a real handshake), whose envelopes go straight into `ExitCore.receive`
 and the exit's `poll` answers straight back into `ClientCore.receive`, until neither side has
 anything left to send. That is: Init + 2 SURB envelopes -> Accept; Finish + the client's first
-24 records (each carrying one SURB, `SurbPolicy.initial`) -> the exit's ACK. Each session at the
+records (carrying the SURBs of `SurbPolicy.initial`, 8) -> the exit's ACK. Each session at the
 exit then holds what a real idle one holds: its keys and record layers, recovery and ACK state,
-its timer entry, and a SURB pool of 24 SURBs (the 25 the client sent, less the one the ACK
-spent). The client side is dropped as soon as its session is open (a gateway holds no clients),
+its timer entry, and its SURB pool (8 SURBs: an idle session with no stream open is not topped
+up; one that was busy keeps what its last top-up left, which this does not measure). The client side is dropped as soon as its session is open (a gateway holds no clients),
 and the exit's events are drained after each session, as the gateway shell does every turn.
 SURBs are random bytes of the real size (`SURB_BYTES`); the exit never opens them.
 
