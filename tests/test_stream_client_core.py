@@ -212,3 +212,38 @@ def test_two_client_cores_to_one_exit_never_mix() -> None:
     for key, payload in payloads.items():
         assert bytes(net.received[key]) == payload  # the channel also checked each SURB's owner
     assert len(net.exit) == 2 and alice.session_id != bob.session_id
+
+
+def test_a_session_whose_every_finish_is_lost_fails_after_the_resends_not_the_idle_timeout() -> None:
+    """The exit answered, the client opened its side, but no Finish arrives: the exit would drop
+    every record as `record_while_opening` for 300 s. The client gives up after its Finish resends
+    and its streams see the session end."""
+    net = Net()
+    core = net.add_client(resend_s=0.5, max_tries=3)
+    finishes = []
+    real_forward = net.forward
+
+    def forward_without_finish(envelopes: list[bytes]) -> None:
+        kept = []
+        for envelope in envelopes:
+            env = E.unwrap(envelope)
+            if env.kind is E.HANDSHAKE and E.parse_fragment(env.body).message_id == 3:
+                finishes.append(envelope)  # every Finish (message 3) is lost
+            else:
+                kept.append(envelope)
+        real_forward(kept)
+
+    net.forward = forward_without_finish  # type: ignore[method-assign]
+    net.run_until(lambda: core.session is not None, 400)
+    session = core.session
+    assert session is not None
+    stream = session.open_stream()
+    session.write(stream, b"never confirmed")
+    for _ in range(200):  # 10 s of steps: 3 Finish sends 0.5 s apart, then the failure
+        net.step()
+        if core.failed is not None:
+            break
+    assert core.failed is not None and "never confirmed" in str(core.failed)
+    assert len(finishes) == 3
+    assert session.closed is not None and session.closed.error_code == CloseCode.IDLE_TIMEOUT
+    assert core.session is None and core.deadline() is None  # inert: the shell opens a new one

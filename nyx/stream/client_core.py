@@ -189,8 +189,12 @@ class ClientCore:
     def _fail(self, error: OpeningError) -> None:
         self.failed = error
         self.opening = None
-        self._session = None
         self._outbox = []
         cause = error.__cause__
         code = cause.code if isinstance(cause, HandshakeError) else CloseCode.IDLE_TIMEOUT
-        self._events.append(SessionClosed(int(code), str(error), by_peer=False))
+        session, self._session = self._session, None
+        if session is not None:  # opened here, never at the exit: its streams must see it end
+            session.abandon(code, str(error))
+            self._events.extend(session.events())
+        else:
+            self._events.append(SessionClosed(int(code), str(error), by_peer=False))

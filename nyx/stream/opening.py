@@ -151,7 +151,8 @@ class ClientOpening:
 
     def on_timer(self, now: float) -> list[bytes]:
         """Resend the Init (with fresh SURBs) or the Finish when due. OpeningError after `max_tries`
-        Init sends; after `max_tries` Finish sends it stops (the Session's idle timeout ends it)."""
+        Init sends, or after `max_tries` Finish sends with no record from the exit (the shell ends
+        the Session it made: `ClientCore` abandons it)."""
         due = self.deadline()
         if due is None or now < due:
             return []
@@ -161,7 +162,12 @@ class ClientOpening:
                 raise OpeningError(
                     f"no answer from the exit after {self._tries} Init sends over {now - self._created:.1f} s"
                 )
-            return []
+            # Every Finish may be lost: the exit never opened, and would drop every record of ours
+            # until the idle timeout (300 s). Fail now: the shell opens a new session.
+            raise OpeningError(
+                f"the exit never confirmed the session: no record from it after {self._tries} Finish sends"
+                f" over {now - self._created:.1f} s"
+            )
         self._tries += 1
         self._next_send = now + self.resend_s
         if self.session is not None:

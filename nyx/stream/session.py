@@ -286,6 +286,12 @@ class Session:
         if self.closed is None and self._close is None:
             self._close = (int(error_code), reason)
 
+    def abandon(self, error_code: int, reason: str) -> None:
+        """End the session here without telling the peer (its side never opened, or cannot be
+        reached): SessionClosed(by_peer=False) now, as an idle timeout ends it."""
+        if self.closed is None:
+            self._finish_close(SessionClosed(int(error_code), reason, False))
+
     def _fail(self, code: CloseCode, reason: str) -> None:
         self.drops[code.name.lower()] += 1
         self.close(code, reason)
