@@ -42,7 +42,7 @@ import socket
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from nyx.cover.emitter import MixLoopEmitter
 from nyx.cover.packets import MixCoverPackets
 from nyx.mix.core import Forward, MixCore
 from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
-from nyx.mix.directory import Directory, DirectoryError, NodeRecord
+from nyx.mix.directory import Directory, DirectoryError, NodeRecord, watch_directory
 from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.node import MixNode
 from nyx.mix.restart import ReplaySaver, recover
@@ -325,38 +325,17 @@ def _loop_factory(directory: Directory, node_id: str, ring: Any) -> MixCoverPack
     return MixCoverPackets(directory, node_id, lambda: ring.epoch_at(time.time()))
 
 
-async def _refresh_directory(
-    runtime: NodeRuntime, settings: MixSettings, loops: MixLoopEmitter | None, ring: Any
-) -> None:
-    """Re-read the directory file whenever it changes: new peers, new routes for loop cover.
+def _refresh_directory(runtime: NodeRuntime, settings: MixSettings, loops: MixLoopEmitter | None,
+                       ring: Any) -> Coroutine[Any, Any, None]:
+    """Re-read the directory file whenever it changes: new peers, new routes for loop cover."""
+    assert settings.directory is not None
 
-    A file that is briefly malformed (an operator mid-edit) is logged and skipped; the last good
-    directory stays in force.
-    """
-    path = settings.directory
-    assert path is not None
-    seen = _mtime(path)
-    while True:
-        await asyncio.sleep(settings.directory_refresh_s)
-        mtime = _mtime(path)
-        if mtime == seen:
-            continue
-        seen = mtime
-        try:
-            directory = _adopt_directory(runtime, Directory.load(path))
-        except DirectoryError as exc:
-            log.warning("directory %s not reloaded: %s", path, exc)
-            continue
+    def adopt(directory: Directory) -> None:
+        _adopt_directory(runtime, directory)
         if loops is not None:
             loops.factory = _loop_factory(directory, runtime.config.node_id, ring)
-        log.info("directory %s reloaded: %d nodes", path, len(directory.nodes))
 
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
+    return watch_directory(settings.directory, settings.directory_refresh_s, adopt)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,9 +21,11 @@ senders switch at the epoch boundary while packets built just before are still a
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ from nyx.mix.packet import Hop, MixPacketError, encode_node_id
 from nyx.transport.base import PeerAddress
 
 DIRECTORY_VERSION = 1
+
+log = logging.getLogger(__name__)
 
 
 class DirectoryError(ValueError):
@@ -205,3 +209,33 @@ def select_route(
             raise DirectoryError(f"exit {exit_node!r} is not in the directory")
         route.append(record.hop(epoch))
     return route
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+async def watch_directory(path: Path, interval_s: float, on_change: Callable[[Directory], None]) -> None:
+    """Until cancelled: every `interval_s`, re-read `path` if it changed and hand the new
+    directory to `on_change` (the node programs adopt new peers, routes for loop cover).
+
+    A file that is briefly malformed (an operator mid-edit) is logged and skipped; the last good
+    directory stays in force.
+    """
+    seen = _mtime(path)
+    while True:
+        await asyncio.sleep(interval_s)
+        mtime = _mtime(path)
+        if mtime == seen:
+            continue
+        seen = mtime
+        try:
+            directory = Directory.load(path)
+        except DirectoryError as exc:
+            log.warning("directory %s not reloaded: %s", path, exc)
+            continue
+        on_change(directory)
+        log.info("directory %s reloaded: %d nodes", path, len(directory.nodes))

@@ -55,7 +55,7 @@ from typing import Any
 from nyx.cover.client import CoverConfig
 from nyx.cover.rate import RatePolicy
 from nyx.crypto.suites import Suite
-from nyx.mix.directory import Directory, DirectoryError, NodeRecord
+from nyx.mix.directory import Directory, DirectoryError, NodeRecord, watch_directory
 from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.restart import ReplaySaver, recover
 from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
@@ -263,7 +263,11 @@ def make_gateway_service(settings: GatewaySettings) -> Service:
             async with asyncio.TaskGroup() as tg:
                 refresh = None
                 if settings.directory is not None:
-                    refresh = tg.create_task(_refresh_directory(runtime, settings, peers), name="directory-refresh")
+                    refresh = tg.create_task(
+                        watch_directory(settings.directory, settings.directory_refresh_s,
+                                        lambda directory: peers.adopt(runtime, directory)),
+                        name="directory-refresh",
+                    )
                 tg.create_task(saver.run(), name="gateway-replay-save")
                 runtime.on_drain(drain)
                 publish()
@@ -282,31 +286,6 @@ def make_gateway_service(settings: GatewaySettings) -> Service:
                 await saver.save_final()
 
     return service
-
-
-async def _refresh_directory(runtime: NodeRuntime, settings: GatewaySettings, peers: _Peers) -> None:
-    path = settings.directory
-    assert path is not None
-    seen = _mtime(path)
-    while True:
-        await asyncio.sleep(settings.directory_refresh_s)
-        mtime = _mtime(path)
-        if mtime == seen:
-            continue
-        seen = mtime
-        try:
-            peers.adopt(runtime, Directory.load(path))
-        except DirectoryError as exc:
-            log.warning("directory %s not reloaded: %s", path, exc)
-            continue
-        log.info("directory %s reloaded: %d nodes", path, len(peers.ids))
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return 0.0
 
 
 def embedded_default(data_dir: str) -> NodeConfig:
