@@ -67,7 +67,7 @@ from nyx.stream.entry_wire import Refusal, RefusalReason, decode_refusal
 from nyx.stream.events import SessionClosed
 from nyx.stream.handshake import Initiator
 from nyx.stream.handshake.messages import SUPPORTED_VERSIONS
-from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams
+from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams, wake_or_deadline
 from nyx.stream.socks import ConnectFailure
 from nyx.stream.session import SessionConfig
 from nyx.stream.surbs import SurbPolicy
@@ -494,13 +494,7 @@ class Client:
         wakeup = self._wakeup
         while True:
             wakeup.clear()
-            deadline = self._pump()
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            try:
-                async with asyncio.timeout(timeout):
-                    await wakeup.wait()
-            except TimeoutError:
-                pass
+            await wake_or_deadline(wakeup, self._pump(), self.clock)
 
     def _pump(self) -> float | None:
         """One pass over every session; returns the earliest deadline."""
@@ -535,17 +529,15 @@ class Client:
 
     def _events(self, session: _ClientSession) -> None:
         core = session.core
+        if session.streams is None and core.session is not None:
+            self._opened(session)  # before its events: they are for these streams
         for event in core.events():
-            if session.streams is None and core.session is not None:
-                self._opened(session)
             if session.streams is not None:
                 session.streams.dispatch(event)
             if isinstance(event, SessionClosed) and not session.opened.done():
                 session.opened.set_exception(SessionOpenError(
                     f"the exit {session.exit_id} did not open a session: {event.reason or 'no answer'}"
                 ))
-        if session.streams is None and core.session is not None:
-            self._opened(session)
 
     def _opened(self, session: _ClientSession) -> None:
         assert session.core.session is not None

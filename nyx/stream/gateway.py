@@ -50,7 +50,7 @@ from nyx.stream.exit import ExitCore
 from nyx.stream.handshake import Responder
 from nyx.stream.session import SessionConfig
 from nyx.stream.surbs import SurbPolicy
-from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams
+from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams, wake_or_deadline
 from nyx.transport.base import Transport, TransportError
 
 __all__ = ["GATEWAY_DROP_REASONS", "Gateway", "StreamService", "build_gateway"]
@@ -258,13 +258,7 @@ class Gateway:
         core, wakeup = self.exit, self._wakeup
         while True:
             self._process()
-            deadline = core.deadline()
-            timeout = None if deadline is None else max(0.0, deadline - self.clock())
-            try:
-                async with asyncio.timeout(timeout):
-                    await wakeup.wait()
-            except TimeoutError:
-                pass
+            await wake_or_deadline(wakeup, core.deadline(), self.clock)
             wakeup.clear()
             now = self.clock()
             deadline = core.deadline()

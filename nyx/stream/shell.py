@@ -46,6 +46,17 @@ DRAIN_HIGH_WATER = 64 * 1024
 CLOSE_LINGER_MAX_S = 30.0
 
 
+async def wake_or_deadline(wakeup: asyncio.Event, deadline: float | None, clock: Callable[[], float]) -> None:
+    """Wait until `wakeup` is set or `deadline` (on `clock`) has come: the one wait of every
+    shell that drives sessions (this one, the gateway's exit loop, the client's driver)."""
+    timeout = None if deadline is None else max(0.0, deadline - clock())
+    try:
+        async with asyncio.timeout(timeout):
+            await wakeup.wait()
+    except TimeoutError:
+        pass
+
+
 class StreamClosedError(ConnectionError):
     """The stream or its session ended; the message says how (reset code, close reason)."""
 
@@ -346,13 +357,7 @@ class SessionShell:
                 self._pump()
                 if self.session.closed is not None:
                     break
-                deadline = self.session.deadline()
-                timeout = None if deadline is None else max(0.0, deadline - self._clock())
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._wakeup.wait()
-                except TimeoutError:
-                    pass
+                await wake_or_deadline(self._wakeup, self.session.deadline(), self._clock)
                 self._wakeup.clear()
                 now = self._clock()
                 deadline = self.session.deadline()
