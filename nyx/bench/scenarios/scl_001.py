@@ -45,7 +45,7 @@ import time
 from collections.abc import Iterator
 
 from nyx.bench.loadgen import percentile
-from nyx.bench.mixnet import Mixnet, MixnetShape, mixnet
+from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
 from nyx.mix.delay import erlang_quantile, mean_delay_for_budget
@@ -87,20 +87,6 @@ def poisson_times(rate_per_s: float, duration_s: float, rng: random.Random) -> l
         times.append(t)
         t += rng.expovariate(rate_per_s)
     return times
-
-
-def release_exit_streams(net: Mixnet) -> None:
-    """Let every exit stream end before the mixnet is torn down.
-
-    Works around a hang: a gateway cancelled while a stream is open never finishes, because the
-    stream's service, cancelled, closes its writer and awaits `wait_closed()`, which only the
-    (already cancelled) exit loop or `end_all` (run in `Gateway.run`'s finally, after the task
-    group has waited for that very service) would release. Ending the streams first sets what
-    `wait_closed` waits for. Reads the gateway's private stream table (teardown only).
-    """
-    for gateway in net.gateways.values():
-        for streams in list(gateway._streams.values()):
-            streams.end_all()
 
 
 @contextlib.contextmanager
@@ -226,7 +212,6 @@ async def replay(options: RunOptions) -> Measurement:
                 unanswered += 1
         await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
         gateway_drops = sum(sum(g.drops.values()) for g in net.gateways.values())
-        release_exit_streams(net)
 
     answered = issued - unanswered
     span = options.duration_s

@@ -41,7 +41,7 @@ from nyx.bench.loadgen import Schedule, drive_async
 from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
-from nyx.bench.scenarios.scl_001 import quiet_client_log, release_exit_streams
+from nyx.bench.scenarios.scl_001 import quiet_client_log
 from nyx.stream.client import GatewayRefusedError
 from nyx.stream.entry_wire import RefusalReason
 
@@ -126,7 +126,6 @@ async def replay(options: RunOptions) -> Measurement:
             result = await drive_async(schedule, create, max_outstanding=MAX_OPENING, timeout_s=CREATE_TIMEOUT_S,
                                        tick=options.tick)
         crowd_span = time.monotonic() - crowd_started
-        release_exit_streams(net)
         handshake_errors = sum(g.metric_values()["api_handshake_errors_total"] for g in net.gateways.values())
         refused_full = sum(g.counts["clients_refused_full"] for g in net.gateways.values())
         crowd_admitted, crowd_limited = decisions[True], decisions[False]

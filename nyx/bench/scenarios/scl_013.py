@@ -45,7 +45,6 @@ from nyx.bench.loadgen import percentile
 from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
-from nyx.bench.scenarios.scl_001 import release_exit_streams
 from nyx.stream.socks import ByteReader, ByteWriter
 
 REQUESTS_PER_S = 1500.0
@@ -213,7 +212,6 @@ async def replay(options: RunOptions) -> Measurement:
             producer.cancel()
         gauge = client.metric_values().get("stream_queue_latency", math.nan)
         await client.close()
-        release_exit_streams(net)
 
     lost = bytes_written - consumer.received
     intact = drained and lost == 0 and not consumer.bad and consumer.digest.digest() == digest.digest()

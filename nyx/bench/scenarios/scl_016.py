@@ -34,7 +34,6 @@ import time
 from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
-from nyx.bench.scenarios.scl_001 import release_exit_streams
 from nyx.transport import LinkProfile
 
 CLIENTS = 200_000
@@ -160,7 +159,6 @@ async def replay(options: RunOptions) -> Measurement:
             release.set()
             await asyncio.gather(*tasks, return_exceptions=True)
             flapper.cancel()
-            release_exit_streams(net)
 
     succeeded = outcomes["succeeded"]
     success = 100.0 * succeeded / started if started else float("nan")

@@ -35,7 +35,7 @@ import time
 from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
-from nyx.bench.scenarios.scl_001 import quiet_client_log, release_exit_streams
+from nyx.bench.scenarios.scl_001 import quiet_client_log
 from nyx.stream.client import Client, GatewayRefusedError
 from nyx.stream.entry_wire import RefusalReason
 
@@ -165,7 +165,6 @@ async def _replay(options: RunOptions) -> Measurement:
         finally:
             release.set()
             await asyncio.gather(*tasks, return_exceptions=True)
-            release_exit_streams(net)
 
     succeeded = outcomes["ok"]
     main_failures = started - succeeded

@@ -46,7 +46,6 @@ from nyx.bench.loadgen import Schedule, drive_async
 from nyx.bench.mixnet import Mixnet, MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
-from nyx.bench.scenarios.scl_001 import release_exit_streams
 from nyx.crypto.suites import Suite
 from nyx.stream.client import Client, NoRouteError, SessionOpenError
 from nyx.stream.handshake import Initiator
@@ -165,7 +164,6 @@ async def replay(options: RunOptions) -> Measurement:
                         SessionOpenError, "no protocol version in common"),
             await probe("suite classic only", (1,), (Suite.CLASSIC,), NoRouteError, "no handshake key"),
         ]
-        release_exit_streams(net)
 
     unclear = sum(1 for clear, _ in probes if not clear)
     failed = result.failed + unclear  # a probe not turned away clearly is a compatibility error too
