@@ -1,6 +1,6 @@
 """The layer rule of docs/architecture.md, checked on the source: no layer imports one above it.
 
-Order: crypto, fec, transport, node, mix, cover, stream. `nyx.telemetry` may be imported by any
+Order: crypto, fec, transport, node, directory, mix, cover, stream. `nyx.telemetry` may be imported by any
 layer (and imports only itself); nothing but `nyx.bench` imports `nyx.bench`. A `__main__.py`
 is a program (`python -m nyx.mix`), not part of its layer's library: it may compose any layers
 but `nyx.bench`.
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "nyx"
-ORDER = ["crypto", "fec", "transport", "node", "mix", "cover", "stream"]
+ORDER = ["crypto", "fec", "transport", "node", "directory", "mix", "cover", "stream"]
 
 
 def _imported_layers(path: Path) -> set[str]:

@@ -30,10 +30,10 @@ from dataclasses import dataclass
 
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
+from nyx.directory.records import NODE_ID_BYTES, Hop
 from nyx.mix import keys as K
 from nyx.mix.lioness import Lioness
 
-NODE_ID_BYTES = 16
 GROUP_BYTES = 32
 MAC_BYTES = 16
 ZERO_PREFIX_BYTES = 16  # the delivering hop's integrity check of the payload
@@ -120,14 +120,6 @@ def decode_node_id(raw: bytes) -> str | None:
     if not stripped or b"\x00" in stripped or not stripped.isascii():
         return None
     return stripped.decode("ascii")
-
-
-@dataclass(frozen=True, slots=True)
-class Hop:
-    """One node of a route: its id and its Sphinx public key for the packet's epoch."""
-
-    node_id: str
-    public_key: bytes
 
 
 @dataclass(frozen=True, slots=True)
