@@ -13,6 +13,7 @@ import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
+from nyx.directory.paths import select_layers
 from nyx.directory.records import DIRECTORY_VERSION, Directory, DirectoryError, Hop, NodeRecord
 
 __all__ = [
@@ -35,19 +36,13 @@ def select_route(
     rng: random.Random | None = None,
     avoid: Iterable[str] = (),
 ) -> list[Hop]:
-    """One mix per layer, in layer order, each drawn with probability proportional to its weight
-    among the layer's mixes that publish a key for `epoch`; then `exit_node` if given (the gateway
-    that removes the last layer). `avoid` excludes nodes (e.g. a failed mix, or the mixes of
-    another route when building disjoint routes)."""
-    rng = rng or random.SystemRandom()
-    avoided = set(avoid)
-    route: list[Hop] = []
-    for layer in layers if layers is not None else directory.layers():
-        candidates = [r for r in directory.layer(layer) if epoch in r.sphinx_keys and r.node_id not in avoided]
-        if not candidates:
-            raise DirectoryError(f"no usable mix in layer {layer} for epoch {epoch}")
-        chosen = rng.choices(candidates, weights=[r.weight for r in candidates])[0]
-        route.append(chosen.hop(epoch))
+    """One mix per layer, in layer order, drawn by `nyx.directory.paths.select_layers` from the
+    layer's full list (mixes that publish a key for `epoch`, in proportion to their weight, no
+    region above half a layer's mass); then `exit_node` if given (the gateway that removes the
+    last layer). `avoid` excludes nodes (e.g. a failed mix, or the mixes of another route when
+    building disjoint routes)."""
+    chosen = select_layers(directory, epoch, rng, layers=layers, avoid=avoid)
+    route = [record.hop(epoch) for record in chosen]
     if exit_node is not None:
         record = directory.nodes.get(exit_node)
         if record is None:
