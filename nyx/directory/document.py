@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ MAX_TIME = 2**63 - 1  # epochs and unix times are non-negative 63-bit integers
 
 _HEADER = struct.Struct(">4sBI")
 _ENTRY_BYTES = PUBLIC_KEY_BYTES + SIGNATURE_BYTES
+_FINGERPRINT = re.compile(r"[0-9a-f]{64}")
 _BODY_KEYS = frozenset({"version", "epoch", "valid_after", "valid_until", "nodes"})
 
 
@@ -120,8 +122,10 @@ def _is_time(value: Any) -> bool:
 class DocumentBody:
     """One epoch's nodes and the window in which the document may be used (unix seconds).
 
-    `nodes` are sorted by node id and unique (use `DocumentBody.of` to sort); the constructor
-    refuses anything else, so a body in memory always has exactly one encoding."""
+    `nodes` are sorted by node id and unique (use `DocumentBody.of` to sort), and certificate
+    fingerprints are lowercase hex (a pin compared case-insensitively elsewhere would otherwise
+    give two bodies one meaning); the constructor refuses anything else, so a body in memory
+    always has exactly one encoding."""
 
     epoch: int
     valid_after: int
@@ -147,6 +151,11 @@ class DocumentBody:
                     f"document nodes[{index}]: node id {record.node_id!r} {what}; nodes must be "
                     f"sorted by node id and unique (build bodies with DocumentBody.of)")
             previous = record.node_id
+            if record.fingerprint is not None and not _FINGERPRINT.fullmatch(record.fingerprint):
+                raise MalformedDocument(
+                    f"document nodes[{index}] ({record.node_id}): fingerprint must be 64 lowercase "
+                    f"hex digits (the SHA-256 of its TLS certificate) or null, got "
+                    f"{record.fingerprint[:80]!r}")
 
     @classmethod
     def of(cls, epoch: int, valid_after: int, valid_until: int,
