@@ -73,6 +73,13 @@ CATALOGUE: tuple[MetricSpec, ...] = (
     MetricSpec("mix_loop_success", "gauge", "Share of a mix's judged loop cover packets that came back (lost loops flag failing or attacking mixes)", "cover", unit="ratio"),
     MetricSpec("cover_loops_returned_total", "counter", "Loop cover packets that came back", "cover"),
     MetricSpec("cover_loops_lost_total", "counter", "Loop cover packets that did not come back within the loop timeout", "cover"),
+    # -- directory detail (no SCL scenario; docs/directory.md) --
+    MetricSpec("directory_epoch", "gauge", "Epoch of the newest document this directory serves", "directory"),
+    MetricSpec("directory_nodes_registered", "gauge", "Nodes registered with this directory authority (up or not)", "directory"),
+    MetricSpec("directory_nodes_listed", "gauge", "Nodes listed in the newest document (registered and up)", "directory"),
+    MetricSpec("directory_lookups_total", "counter", "Lookups of a node record by id", "directory"),
+    MetricSpec("directory_statements_total", "counter", "Signed node statements received (register, heartbeat, drain, report)", "directory"),
+    MetricSpec("directory_statements_refused_total", "counter", "Node statements refused (bad signature, replay, stale, unregistered, malformed)", "directory"),
     # -- gateway detail (no SCL scenario; docs/stream.md) --
     MetricSpec("gateway_clients", "gauge", "Clients admitted at this entry gateway and not yet forgotten", "stream"),
     MetricSpec("gateway_sessions_open", "gauge", "End-to-end sessions open at this exit gateway", "stream"),
