@@ -53,6 +53,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING, Any
 
 from nyx.cover.client import CoverConfig
 from nyx.cover.emitter import CoverEmitter
@@ -76,6 +77,9 @@ from nyx.telemetry.window import SampleWindow
 from nyx.transport.base import Transport, TransportError
 
 __all__ = ["Client", "ClientError", "GatewayRefusedError", "NoRouteError", "SessionOpenError"]
+
+if TYPE_CHECKING:  # aiohttp is imported only by clients that use a directory service
+    from nyx.directory.agent import DirectoryClient
 
 log = logging.getLogger(__name__)
 
@@ -154,12 +158,19 @@ class Client:
         packet_format: PacketFormat = DEFAULT_FORMAT,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
+        directory_service: DirectoryClient | None = None,
+        directory_refresh_s: float = 60.0,
     ) -> None:
         """`gateway`: the entry (default: drawn among the directory's gateways). `exit`: the
         default exit for streams (default: drawn among gateways other than the entry when there
         is one). `transport`: a Transport, or a factory called with the client id (default: QUIC
-        on an ephemeral UDP port with a fresh certificate; the backend is qh3 when installed)."""
+        on an ephemeral UDP port with a fresh certificate; the backend is qh3 when installed).
+        `directory_service`: a `nyx.directory.DirectoryClient` (entered by the caller) from which
+        the client takes each newer verified document every `directory_refresh_s`; see
+        `Client.from_directory_service`."""
         self.directory = directory if isinstance(directory, Directory) else Directory.load(Path(directory))
+        self.directory_service = directory_service
+        self.directory_refresh_s = directory_refresh_s
         self.rng = rng or random.SystemRandom()
         self.client_id = client_id or secrets.token_urlsafe(12)
         if len(self.client_id) != CLIENT_ID_CHARS and client_id is None:
@@ -191,6 +202,7 @@ class Client:
         self.packets_sent = 0
         self.sessions_attempted = 0
         self.sessions_opened = 0
+        self.directory_updates = 0
         self.queue_wait = SampleWindow(1024)  # write() to taken by the session, per write
         self._sessions: dict[str, _ClientSession] = {}
         self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -198,6 +210,32 @@ class Client:
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
+
+    @classmethod
+    async def from_directory_service(cls, service: DirectoryClient, **kwargs: Any) -> Client:
+        """A client whose directory is the verified document `service` fetches (k of n authority
+        signatures, validity, no rollback: nyx.directory.document), refreshed while it runs.
+        Routes are drawn from the whole document, never from lookups (docs/directory.md)."""
+        if service.holder.current is None:
+            await service.refresh()
+        body = service.holder.current
+        assert body is not None  # refresh raises DirectoryUnavailable otherwise
+        return cls(body.directory(), directory_service=service, **kwargs)
+
+    async def _follow_directory(self) -> None:
+        """Until cancelled: adopt each newer verified document. The entry stays (its connection
+        is the client's identity to the network); routes and exits come from the new document."""
+        assert self.directory_service is not None
+        while True:
+            await asyncio.sleep(self.directory_refresh_s)
+            try:
+                body = await self.directory_service.refresh()
+            except DirectoryError as exc:
+                log.warning("directory refresh failed, keeping epoch %s: %s", self.directory_service.holder.epoch, exc)
+                continue
+            if body is not None:
+                self.directory = body.directory()
+                self.directory_updates += 1
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -250,6 +288,8 @@ class Client:
                 if self.emitter is not None:
                     tg.create_task(self.emitter.run(), name="client cover")
                 tg.create_task(self._drive(), name="client sessions")
+                if self.directory_service is not None:
+                    tg.create_task(self._follow_directory(), name="client directory")
                 self._started.set_result(None)
         finally:
             if not self._started.done():
