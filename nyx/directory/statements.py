@@ -128,7 +128,10 @@ def parse_statement(body: bytes) -> tuple[Statement, bytes, bytes]:
         raise StatementError("statement.issued_at_ms: expected integer unix milliseconds")
     record = certificate = subject = None
     if kind == "register":
-        record = NodeRecord.from_json(inner.get("record"), "statement.record")
+        try:
+            record = NodeRecord.from_json(inner.get("record"), "statement.record")
+        except DirectoryError as exc:
+            raise StatementError(str(exc)) from exc
         if record.node_id != node_id:
             raise StatementError(f"statement.record names {record.node_id!r}, the statement {node_id!r}")
         certificate = _b64(inner.get("certificate"), "statement.certificate")
