@@ -185,11 +185,34 @@ def test_one_authoritys_signature_repeated_k_times_counts_once() -> None:
         verify_document(SignedDocument(body_bytes, (entry,) * 3).encode(), POLICY, NOW)
 
 
-def test_a_bad_signature_before_a_good_one_by_the_same_key_does_not_hide_it() -> None:
+def test_a_keys_first_entry_decides_and_its_repeats_are_never_checked() -> None:
     body_bytes = encode_body(body())
-    first = sign_body(body_bytes, AUTHORITIES[0])
-    entries = ((first[0], bytes(64)), first, *(sign_body(body_bytes, k) for k in AUTHORITIES[1:3]))
-    assert verify_document(SignedDocument(body_bytes, entries).encode(), POLICY, NOW) == body()
+    good = [sign_body(body_bytes, k) for k in AUTHORITIES[:3]]
+    bad_first = (good[0][0], bytes(64))
+    raw = SignedDocument(body_bytes, (bad_first, *[good[0]] * 20, good[1], good[2])).encode()
+    with pytest.raises(UnderSigned, match=r"2 valid .* 1 that do not verify .* 20 repeating a key"):
+        verify_document(raw, POLICY, NOW)
+
+
+def test_32_bad_entries_by_trusted_keys_cost_one_check_per_key() -> None:
+    checked: list[bytes] = []
+
+    class Counting:
+        def __init__(self, public_key: bytes) -> None:
+            self.public_key = public_key
+
+        def verify(self, signature: bytes, data: bytes) -> None:
+            checked.append(self.public_key)
+            Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, data)
+
+    policy = TrustPolicy(POLICY.authorities, 3)
+    for public_key in policy._keys:
+        policy._keys[public_key] = Counting(public_key)  # type: ignore[assignment]
+    trusted = sorted(POLICY.authorities)
+    entries = tuple((trusted[i % 5], bytes(64)) for i in range(MAX_SIGNATURES))
+    with pytest.raises(UnderSigned, match="5 that do not verify"):
+        verify_document(SignedDocument(encode_body(body()), entries).encode(), policy, NOW)
+    assert sorted(checked) == trusted
 
 
 def test_an_unsigned_document_is_under_signed() -> None:
@@ -414,8 +437,8 @@ def test_the_canonical_refusal_names_the_first_differing_byte() -> None:
     (b'{"epoch":1,"nodes":{},"valid_after":0,"valid_until":5,"version":1}', "expected a list"),
     (b'{"epoch":1,"nodes":[{}],"valid_after":0,"valid_until":5,"version":1}', r"nodes\[0\].node_id: required"),
     (b'[1]', "expected a JSON object"),
-    (b'{"epoch":1,"nodes":[{"host":"h","node_id":"a","port":1,"weight":10000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000}],"valid_after":0,'
-     b'"valid_until":5,"version":1}', "too large to convert to float"),
+    (b'{"epoch":1,"nodes":[{"host":"h","node_id":"a","port":1,"weight":1' + b"0" * 400
+     + b'}],"valid_after":0,"valid_until":5,"version":1}', "too large to convert to float"),
     (b'{"epoch":NaN}', "NaN is not a number"),
     (b'{"epoch":1,"nodes":[],"valid_after":0,"valid_until":5,"version":1,"x":"\xc3\xa9"}', "non-ASCII byte at offset"),
 ])

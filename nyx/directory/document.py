@@ -23,8 +23,11 @@ Acceptance (`verify_document`), in this order, and why this order:
    from the 9-byte header and the count byte, before any other work;
 2. signatures over the exact body bytes: entries by keys outside the policy are skipped without
    any crypto, and if fewer than k distinct trusted keys appear the document is refused before any
-   verification; each trusted key counts once however often it appears; we stop at k valid. Work
-   is bounded by the 32 entries (each a SHA-512 pass over the body);
+   verification; each trusted key is checked once, on its first entry (later entries by the same
+   key are duplicates and never checked), and we stop at k valid. So a document costs at most n
+   verifications (n trusted keys; each one SHA-512 pass over the body) however its entries are
+   arranged; a mirror that puts a bad entry before a good one gains nothing it could not get by
+   dropping the good one;
 3. only then the body is parsed (JSON, records, canonical form);
 4. validity window: valid_after - skew <= now <= valid_until + skew;
 5. rollback: an epoch older than the one held is refused.
@@ -394,11 +397,13 @@ def _check_signatures(signed: SignedDocument, policy: TrustPolicy) -> None:
             f"authorities, {k} needed ({len(signed.signatures)} signatures, {untrusted} by keys "
             f"not in the trust policy); {advice}")
     valid: set[bytes] = set()
+    tried: set[bytes] = set()
     invalid = duplicate = 0
     for public_key, signature in trusted:
-        if public_key in valid:
+        if public_key in tried:
             duplicate += 1
             continue
+        tried.add(public_key)
         try:
             policy._keys[public_key].verify(signature, signed.body_bytes)
         except InvalidSignature:
@@ -411,7 +416,7 @@ def _check_signatures(signed: SignedDocument, policy: TrustPolicy) -> None:
         f"document (body {_short(signed.body_bytes)}) has {len(valid)} valid signatures by "
         f"trusted authorities, {k} needed ({len(signed.signatures)} signatures: {untrusted} by "
         f"keys not in the trust policy, {invalid} that do not verify over the body, {duplicate} "
-        f"repeating a key already counted); the body was altered or the signatures forged; "
+        f"repeating a key already checked); the body was altered or the signatures forged; "
         f"{advice}")
 
 
