@@ -166,10 +166,10 @@ async def _show(args: argparse.Namespace) -> int:
 
 
 async def _cosign(args: argparse.Namespace) -> int:
-    key = load_or_create_authority_key(args.data_dir)
+    key = load_or_create_authority_key(args.data_dir, create=False)
     url = args.url[0].rstrip("/")
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
-        async with session.get(f"{url}/v1/document") as response:
+        async with session.get(f"{url}/v1/document/newest") as response:
             if response.status != 200:
                 print(f"{PROG}: {url} has no document (HTTP {response.status})", file=sys.stderr)
                 return EXIT_FAILED

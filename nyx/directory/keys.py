@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 AUTHORITY_KEY_FILE = "authority.key"
 
 
-def load_or_create_authority_key(data_dir: Path) -> Ed25519PrivateKey:
+def load_or_create_authority_key(data_dir: Path, create: bool = True) -> Ed25519PrivateKey:
+    """The key in `data_dir`; a new one (dir 0700, file 0600) if there is none and `create`."""
     path = data_dir / AUTHORITY_KEY_FILE
     if path.exists():
         try:
@@ -33,6 +34,9 @@ def load_or_create_authority_key(data_dir: Path) -> Ed25519PrivateKey:
         if not isinstance(key, Ed25519PrivateKey):
             raise DirectoryError(f"{path} holds a {type(key).__name__}, not an Ed25519 key")
         return key
+    if not create:
+        raise DirectoryError(f"no authority key in {data_dir} ({AUTHORITY_KEY_FILE})")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -3,6 +3,7 @@
     GET  /v1/document                 the newest document with enough signatures (binary, see
                                       document.py), ETag and Cache-Control: any mirror may cache it
     GET  /v1/document/{epoch}         a recent document by epoch (co-signers, mirrors)
+    GET  /v1/document/newest          the newest issued document, signed enough or not (co-signers)
     POST /v1/document/{epoch}/signatures   {"authority": hex, "signature": hex}: a co-signature
     GET  /v1/nodes/{node_id}          one record, read from the shard that holds the id
     POST /v1/register | /v1/heartbeat | /v1/drain | /v1/report   a node's signed statement
@@ -92,6 +93,7 @@ class DirectoryService:
         app = web.Application(client_max_size=MAX_STATEMENT_BYTES)
         app.add_routes([
             web.get("/v1/document", self._get_document),
+            web.get("/v1/document/newest", self._get_document_newest),
             web.get("/v1/document/{epoch}", self._get_document_epoch),
             web.post("/v1/document/{epoch}/signatures", self._post_signature),
             web.get("/v1/nodes/{node_id}", self._get_node),
@@ -170,6 +172,13 @@ class DirectoryService:
         if document is None:
             raise web.HTTPServiceUnavailable(text="no document yet: no node has registered, or too few signatures\n")
         return self._document_response(request, document.encode(), self.authority.served_epoch, self.settings.cache_ttl_s)
+
+    async def _get_document_newest(self, request: web.Request) -> web.Response:
+        assert self.authority is not None
+        document = self.authority.document(self.authority.last_epoch)
+        if document is None:
+            raise web.HTTPServiceUnavailable(text="no document issued yet\n")
+        return self._document_response(request, document.encode(), self.authority.last_epoch, 0)
 
     async def _get_document_epoch(self, request: web.Request) -> web.Response:
         assert self.authority is not None
