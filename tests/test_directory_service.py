@@ -228,7 +228,7 @@ async def test_metrics_export_the_directory_names(running: Running) -> None:
     running.service.metrics.publish()
     async with running.http.get(f"{running.service.url}/metrics") as response:
         text = await response.text()
-    for name in ("directory_lookup_latency", "directory_epoch", "directory_nodes_registered",
+    for name in ("directory_lookup_latency", "directory_rebuild_duration", "directory_epoch", "directory_nodes_registered",
                  "directory_lookups_total", "directory_statements_total"):
         assert name in text
     assert running.service.metrics.value("directory_nodes_registered") == 1
