@@ -138,7 +138,10 @@ class NodeRecord:
         versions = get("versions", list, [1])
         if not versions or not all(isinstance(v, int) and not isinstance(v, bool) and 0 < v < 256 for v in versions):
             raise DirectoryError(f"{where}.versions: expected a non-empty list of versions 1..255")
-        weight = float(get("weight", (int, float), 1.0))
+        try:
+            weight = float(get("weight", (int, float), 1.0))
+        except OverflowError:
+            raise DirectoryError(f"{where}.weight: too large") from None
         if not math.isfinite(weight) or weight <= 0:
             raise DirectoryError(f"{where}.weight: must be a positive number, got {weight}")
         port = get("port", int)
