@@ -438,7 +438,7 @@ def test_the_canonical_refusal_names_the_first_differing_byte() -> None:
     (b'{"epoch":1,"nodes":[{}],"valid_after":0,"valid_until":5,"version":1}', r"nodes\[0\].node_id: required"),
     (b'[1]', "expected a JSON object"),
     (b'{"epoch":1,"nodes":[{"host":"h","node_id":"a","port":1,"weight":1' + b"0" * 400
-     + b'}],"valid_after":0,"valid_until":5,"version":1}', "too large to convert to float"),
+     + b'}],"valid_after":0,"valid_until":5,"version":1}', "weight: too large"),
     (b'{"epoch":NaN}', "NaN is not a number"),
     (b'{"epoch":1,"nodes":[],"valid_after":0,"valid_until":5,"version":1,"x":"\xc3\xa9"}', "non-ASCII byte at offset"),
 ])
