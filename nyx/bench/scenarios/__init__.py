@@ -29,6 +29,7 @@ REPLAYS: dict[str, str] = {
     "SCL-003": "scl_003",
     "SCL-005": "scl_005",
     "SCL-006": "scl_006",
+    "SCL-011": "scl_011",
     "SCL-013": "scl_013",
     "SCL-016": "scl_016",
     "SCL-025": "scl_025",
@@ -39,6 +40,7 @@ REPLAYS: dict[str, str] = {
     "SCL-038": "scl_038",
     "SCL-039": "scl_039",
     "SCL-044": "scl_044",
+    "SCL-046": "scl_046",
 }
 
 
