@@ -23,10 +23,22 @@ node kind; the mix adds a `[mix]` table:
     # replay_capacity = ...      # or give the tags per epoch directly
     loop_rate_pps = 1.0          # loop cover through the other layers and back (0: none);
                                  # needs a directory listing every layer, this node included
-    directory_refresh_s = 5.0    # re-read the directory file when it changes
+    directory_refresh_s = 5.0    # re-read the directory file (or fetch the document) this often
     replay_save_s = 60.0         # save the replay tables this often (and on every stop);
                                  # see docs/mix.md, "Restarts": a start without a clean stop
                                  # replaces the keys of every epoch already valid
+
+Or, instead of `directory`, the directory service (`python -m nyx.directory serve`; see
+`nyx.mix.registration`): the mix registers its record there, heartbeats, registers again when
+its keys rotate, takes its peers from each verified document and, on SIGTERM, posts a drain so
+that the next document leaves it out at once. A directory that is down is retried, not fatal.
+
+    directory_url = "http://127.0.0.1:43250"   # or a list: authorities and mirrors
+    directory_authorities = ["<64 hex digits>"]  # the keys that sign documents (required)
+    directory_threshold = 1                      # k of those keys must sign
+    directory_heartbeat_s = 3.3                  # at most the service's --heartbeat-s
+
+Flags: `--directory-url URL` and `--authority HEX` (repeatable), `--threshold K`.
 
 This module is a program, not part of the mix layer's library: it composes the mix layer with
 the cover layer above it (a mix's loop cover, `nyx.cover.MixLoopEmitter`).
@@ -36,13 +48,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import socket
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +67,7 @@ from nyx.mix.delay import BatchQueue, PoissonDelay, mean_delay_for_budget
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord, watch_directory
 from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.node import MixNode
+from nyx.mix.registration import LINK_KEYS, DirectoryLink, LinkSettings, add_link_arguments, link_settings, with_link_flags
 from nyx.mix.restart import ReplaySaver, recover
 from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
 from nyx.node.config import ConfigError, NodeConfig, check_keys, parse_config, resolve_auto, with_overrides
@@ -84,13 +98,14 @@ class MixSettings:
     loop_rate_pps: float = 1.0
     directory_refresh_s: float = 5.0
     replay_save_s: float = 60.0
+    service: LinkSettings | None = None  # the directory service, when directory_url is given
 
 
 MIX_KEYS = frozenset({
     "layer", "mean_delay_s", "latency_budget_s", "path_hops", "quantile", "batch_size", "batch_timeout_s",
     "directory", "epoch_s", "overlap_s", "max_rate_pps", "replay_capacity", "region", "weight",
     "loop_rate_pps", "directory_refresh_s", "replay_save_s",
-})
+}) | LINK_KEYS
 """Every key of the `[mix]` table; any other is refused (a typo would silently keep a default)."""
 
 
@@ -115,6 +130,7 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
             table = {**table, key: getattr(args, cli)}
             if cli == "latency_budget":
                 table.pop("mean_delay_s", None)
+    table = with_link_flags(table, args)
     mean = _number(table, "mean_delay_s", float, 0.05)
     budget = _number(table, "latency_budget_s", float, None)
     if budget is not None:
@@ -160,6 +176,9 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
         raise ConfigError(f"mix.loop_rate_pps: >= 0, got {settings.loop_rate_pps}")
     if settings.directory_refresh_s <= 0:
         raise ConfigError(f"mix.directory_refresh_s: > 0, got {settings.directory_refresh_s}")
+    service = link_settings(table, "mix", settings.directory_refresh_s)
+    if service is not None:
+        settings = dataclasses.replace(settings, service=service)
     if not 0 <= settings.overlap_s < settings.epoch_s:
         raise ConfigError("mix: 0 <= overlap_s < epoch_s")
     if settings.replay_capacity < 1:
@@ -213,6 +232,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-timeout", type=float, help="... or this many seconds after the first")
     p.add_argument("--directory", help="directory JSON file; its nodes become peers")
     p.add_argument("--loop-rate", type=float, help="overrides mix.loop_rate_pps (loop cover packets/s; 0: none)")
+    add_link_arguments(p, "mix")
     return p
 
 
@@ -267,12 +287,19 @@ def make_service(settings: MixSettings) -> Service:
             node.on_rotate = on_rotate
             node_id = runtime.config.node_id
             loops: MixLoopEmitter | None = None
-            if settings.directory is not None:
-                directory = _adopt_directory(runtime, Directory.load(settings.directory))
+            if settings.directory is not None or settings.service is not None:
+                # From the service, the first document comes after the start: until then loops
+                # have no route and are counted as build failures.
+                directory = (_adopt_directory(runtime, Directory.load(settings.directory))
+                             if settings.directory is not None else Directory({}))
                 if settings.loop_rate_pps > 0:
                     loops = MixLoopEmitter(node, _loop_factory(directory, node_id, ring), settings.loop_rate_pps)
                     loops.attach()
                     runtime.registry.add_source("mix-loop-cover", loops.metric_values)
+            link = None
+            if settings.service is not None:
+                link = DirectoryLink(settings.service, runtime.identity, lambda: record_of(runtime, settings, node),
+                                     _adopter(runtime, loops, ring))
             for reason in node.drop_counts():
                 runtime.registry.add_source(
                     f"mix-drop-{reason}", lambda r=reason: {"mix_packet_drop": node.drop_counts()[r]}, {"reason": reason}
@@ -284,6 +311,9 @@ def make_service(settings: MixSettings) -> Service:
                     extras.append(tg.create_task(loops.run(), name="mix-loop-cover"))
                 if settings.directory is not None:
                     extras.append(tg.create_task(_refresh_directory(runtime, settings, loops, ring), name="directory-refresh"))
+                if link is not None:
+                    extras.append(tg.create_task(link.run(), name="directory-link"))
+                    runtime.on_drain(link.leave)  # first: out of the next document while it flushes
                 tg.create_task(saver.run(), name="mix-replay-save")
 
                 async def stop_extras() -> None:  # a draining mix sends no new loops
@@ -325,17 +355,22 @@ def _loop_factory(directory: Directory, node_id: str, ring: Any) -> MixCoverPack
     return MixCoverPackets(directory, node_id, lambda: ring.epoch_at(time.time()))
 
 
-def _refresh_directory(runtime: NodeRuntime, settings: MixSettings, loops: MixLoopEmitter | None,
-                       ring: Any) -> Coroutine[Any, Any, None]:
-    """Re-read the directory file whenever it changes: new peers, new routes for loop cover."""
-    assert settings.directory is not None
+def _adopter(runtime: NodeRuntime, loops: MixLoopEmitter | None, ring: Any) -> Callable[[Directory], None]:
+    """What a new directory (file or document) changes: peers, and the routes of loop cover."""
 
     def adopt(directory: Directory) -> None:
         _adopt_directory(runtime, directory)
         if loops is not None:
             loops.factory = _loop_factory(directory, runtime.config.node_id, ring)
 
-    return watch_directory(settings.directory, settings.directory_refresh_s, adopt)
+    return adopt
+
+
+def _refresh_directory(runtime: NodeRuntime, settings: MixSettings, loops: MixLoopEmitter | None,
+                       ring: Any) -> Coroutine[Any, Any, None]:
+    """Re-read the directory file whenever it changes."""
+    assert settings.directory is not None
+    return watch_directory(settings.directory, settings.directory_refresh_s, _adopter(runtime, loops, ring))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

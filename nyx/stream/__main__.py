@@ -28,6 +28,17 @@ handshake keys by suite), and again when its Sphinx keys rotate. Its `[gateway]`
     region = "eu"                  # published in the record
     weight = 1.0
 
+Instead of `directory`, the directory service, as for mixes (`nyx.mix.registration`): the gateway
+registers its record (with its stream keys) there, heartbeats, takes its peers from each
+verified document and posts a drain on SIGTERM. A directory that is down is retried, not fatal.
+
+    directory_url = "http://127.0.0.1:43250"   # or a list: authorities and mirrors
+    directory_authorities = ["<64 hex digits>"]  # the keys that sign documents (required)
+    directory_threshold = 1
+    directory_heartbeat_s = 3.3                  # at most the service's --heartbeat-s
+
+Flags: `--directory-url URL` and `--authority HEX` (repeatable), `--threshold K`.
+
 **client**: `nyx.Client` on the directory, and `serve_socks5` in front of it: every CONNECT
 becomes a stream to `host:port` through the mixnet, resolved and checked against the allowlist
 at the exit. It prints one JSON line once the front listens (`{"socks5": "127.0.0.1:1080", ...}`)
@@ -57,6 +68,7 @@ from nyx.cover.rate import RatePolicy
 from nyx.crypto.suites import Suite
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord, watch_directory
 from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
+from nyx.mix.registration import LINK_KEYS, DirectoryLink, LinkSettings, add_link_arguments, link_settings, with_link_flags
 from nyx.mix.restart import ReplaySaver, recover
 from nyx.node.__main__ import argument_parser, resolve_config, run_runtime
 from nyx.node.config import ConfigError, NodeConfig, check_keys, parse_config, resolve_auto, with_overrides
@@ -81,7 +93,7 @@ GATEWAY_KEYS = frozenset({
     "directory", "allow", "allow_private", "suites", "client_rate_per_min", "max_clients", "max_sessions",
     "mean_delay_s", "epoch_s", "overlap_s", "max_rate_pps", "replay_capacity", "replay_save_s",
     "directory_refresh_s", "region", "weight",
-})
+}) | LINK_KEYS
 """Every key of the `[gateway]` table; any other is refused (a typo would silently keep a default)."""
 
 
@@ -104,6 +116,7 @@ class GatewaySettings:
     directory_refresh_s: float = 5.0
     region: str | None = None
     weight: float = 1.0
+    service: LinkSettings | None = None  # the directory service, when directory_url is given
 
 
 def _number(table: dict[str, Any], key: str, kind: type, default: Any) -> Any:
@@ -126,6 +139,7 @@ def gateway_settings(config: NodeConfig, args: argparse.Namespace) -> GatewaySet
         table["suites"] = [s.strip() for s in args.suites.split(",") if s.strip()]
     if args.client_rate is not None:
         table["client_rate_per_min"] = args.client_rate
+    table = with_link_flags(table, args)
     allow = table.get("allow", [])
     if not isinstance(allow, list) or not all(isinstance(p, str) for p in allow):
         raise ConfigError("gateway.allow: expected a list of \"host:port\" patterns")
@@ -170,6 +184,7 @@ def gateway_settings(config: NodeConfig, args: argparse.Namespace) -> GatewaySet
         directory_refresh_s=_number(table, "directory_refresh_s", float, 5.0),
         region=region,
         weight=_number(table, "weight", float, 1.0),
+        service=link_settings(table, "gateway", _number(table, "directory_refresh_s", float, 5.0)),
     )
     for name, value in (("client_rate_per_min", settings.client_rate_per_min), ("max_clients", settings.max_clients),
                         ("max_sessions", settings.max_sessions), ("replay_capacity", settings.replay_capacity),
@@ -248,6 +263,11 @@ def make_gateway_service(settings: GatewaySettings) -> Service:
             publish()
 
         gateway.node.on_rotate = on_rotate
+        link = None
+        if settings.service is not None:
+            link = DirectoryLink(settings.service, runtime.identity,
+                                 lambda: record_of(runtime, settings, gateway, public_keys),
+                                 lambda directory: peers.adopt(runtime, directory))
         runtime.registry.add_source("gateway", gateway.metric_values)
         for reason in gateway.node.drop_counts():
             runtime.registry.add_source(
@@ -268,6 +288,10 @@ def make_gateway_service(settings: GatewaySettings) -> Service:
                                         lambda directory: peers.adopt(runtime, directory)),
                         name="directory-refresh",
                     )
+                following = None
+                if link is not None:
+                    following = tg.create_task(link.run(), name="directory-link")
+                    runtime.on_drain(link.leave)  # first: out of the next document while it drains
                 tg.create_task(saver.run(), name="gateway-replay-save")
                 runtime.on_drain(drain)
                 publish()
@@ -278,8 +302,9 @@ def make_gateway_service(settings: GatewaySettings) -> Service:
                     settings.client_rate_per_min, data_dir,
                 )
                 await gateway.run()
-                if refresh is not None:
-                    refresh.cancel()
+                for task in (refresh, following):
+                    if task is not None:
+                        task.cancel()
         finally:
             if not saver.final:
                 gateway.node.accepting = False
@@ -314,6 +339,7 @@ def parser() -> argparse.ArgumentParser:
                     help="let allowed names resolve to loopback or private addresses")
     gw.add_argument("--suites", help="comma-separated handshake suites (default hybrid)")
     gw.add_argument("--client-rate", type=float, help="client handshakes per minute per address (default 30)")
+    add_link_arguments(gw, "gateway")
     cl = sub.add_parser("client", help="run a client with a SOCKS5 front")
     cl.add_argument("--directory", required=True, help="directory JSON file")
     cl.add_argument("--socks5", required=True, metavar="HOST:PORT", help="where the SOCKS5 front listens")
