@@ -3,6 +3,8 @@ one line that names the key when it is not (exit 78 from the real programs)."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -11,9 +13,12 @@ from typing import Any
 
 import pytest
 
+from nyx.directory.records import Directory, NodeRecord
 from nyx.mix.__main__ import mix_settings, parser as mix_parser
+from nyx.mix.registration import DirectoryLink, LinkSettings
 from nyx.node.config import ConfigError, parse_config
 from nyx.stream.__main__ import gateway_settings, parser as stream_parser
+from nyx.transport.certs import NodeIdentity
 
 REPO = Path(__file__).resolve().parents[1]
 KEY = "ab" * 32
@@ -97,3 +102,36 @@ def test_the_programs_exit_78_with_one_line_naming_the_key(tmp_path: Path, progr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if "error" in line.lower()]
     assert len(errors) == 1 and "directory_threshold: 1 to 1" in errors[0], done.stderr
+
+
+async def test_a_drain_the_directory_never_answers_is_logged_and_leave_still_returns(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # holds the request open until the client gives up
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    identity = NodeIdentity.generate("mix-9")
+    record = NodeRecord("mix-9", "mix", 1, "127.0.0.1", 4000, identity.fingerprint, {1: bytes(32)})
+    seen: list[Directory] = []
+    link = DirectoryLink(LinkSettings((f"http://127.0.0.1:{port}",), frozenset({bytes.fromhex(KEY)})),
+                         identity, lambda: record, seen.append, drain_post_s=0.2)
+    caplog.set_level(logging.INFO, logger="nyx.mix.registration")
+    async with server, asyncio.timeout(10):  # a guard against a hang, not a speed check
+        async with asyncio.TaskGroup() as tg:
+            running = tg.create_task(link.run())
+            await asyncio.sleep(0.2)
+            await link.leave()
+        assert running.done() and not seen
+    assert any("drain not posted" in r.getMessage() for r in caplog.records), caplog.text
+
+
+async def test_leave_before_the_link_runs_makes_run_return_at_once() -> None:
+    identity = NodeIdentity.generate("mix-9")
+    link = DirectoryLink(LinkSettings(("http://127.0.0.1:9",), frozenset({bytes.fromhex(KEY)})), identity,
+                         lambda: NodeRecord("mix-9", "mix", 1, "127.0.0.1", 4000, identity.fingerprint), print)
+    await link.leave()
+    async with asyncio.timeout(5):
+        await link.run()
+    assert link.agent is None
