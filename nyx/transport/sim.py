@@ -12,6 +12,7 @@ import heapq
 import itertools
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from nyx.transport.base import (
     LinkStats,
@@ -30,9 +31,26 @@ DEFAULT_MAX_PACKET_BYTES = 1170
 """Same as one aioquic DATAGRAM on a 1,200-byte UDP payload, so code tuned on the sim fits QUIC."""
 
 
+@dataclass(frozen=True, slots=True)
+class Transmission:
+    """One packet put on a simulated link, as a wire tap sees it: who sent it to whom, its size,
+    when it left, its fate, and when it arrives (`arrives_at` is `sent_at` unless the fate is
+    DELIVER). Not its bytes: a tap models someone watching links (a global passive adversary in
+    `nyx.bench.anonymity`), who sees sizes and times, not what only the endpoints can read."""
+
+    src: PeerId
+    dst: PeerId
+    size_bytes: int
+    sent_at: float
+    fate: Fate
+    arrives_at: float
+
+
 class SimNetwork:
     """The in-memory network: create it inside a running loop, attach nodes, `await close()` at
-    the end."""
+    the end. `add_tap(callback)` shows every packet offered to any link (a `Transmission`) to
+    `callback` as it is sent, so a measurement can observe the whole network without touching
+    the nodes."""
 
     def __init__(
         self,
@@ -50,6 +68,16 @@ class SimNetwork:
         self._timer_at = float("inf")
         self._nodes: dict[PeerId, SimTransport] = {}
         self.fates: dict[Fate, int] = {fate: 0 for fate in Fate}
+        self._taps: list[Callable[[Transmission], None]] = []
+
+    def add_tap(self, callback: Callable[[Transmission], None]) -> None:
+        """Call `callback(Transmission)` for every packet offered to a link from now on, in send
+        order, whatever its fate (a lost packet was still on the wire). The callback runs inside
+        `send`: keep it cheap and let it not raise."""
+        self._taps.append(callback)
+
+    def remove_tap(self, callback: Callable[[Transmission], None]) -> None:
+        self._taps.remove(callback)
 
     def now(self) -> float:
         return self._clock()
@@ -75,6 +103,10 @@ class SimNetwork:
         now = self._clock()
         fate, deliver_at = self.model.offer(src, dst, len(packet), now)
         self.fates[fate] += 1
+        if self._taps:
+            seen = Transmission(src, dst, len(packet), now, fate, deliver_at)
+            for tap in self._taps:
+                tap(seen)
         if fate is Fate.DELIVER:
             heapq.heappush(self._heap, (deliver_at, next(self._seq), src, dst, packet, now))
             if deliver_at < self._timer_at:
