@@ -4,6 +4,7 @@
     python -m nyx.bench list
     python -m nyx.bench run SCL-044 [SCL-003 ...] [--duration S] [--scale F] [--transport sim|quic] [--json FILE]
     python -m nyx.bench run --all [--quick] [--out DIR] [--fail-on-slo] [--slo '<= 3 ms']
+    python -m nyx.bench anonymity [--quick] [--json FILE] [--plot FILE]
 """
 
 from __future__ import annotations
@@ -45,7 +46,28 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument(
         "--fail-on-slo", action="store_true", help="exit 1 unless every verdict is PASS (FAIL or INCONCLUSIVE)"
     )
+    anon_cmd = commands.add_parser("anonymity", help="sender entropy and a timing attack vs. latency and cover")
+    anon_cmd.add_argument("--quick", action="store_true", help="the small sweep (two seeds, 20 virtual s per run; seconds here)")
+    anon_cmd.add_argument("--json", type=Path, help="write the sweep as JSON (full sweep default: anonymity.json)")
+    anon_cmd.add_argument("--plot", type=Path, help="write the plot here (default: beside the JSON, .png)")
     return parser
+
+
+def _anonymity(args: argparse.Namespace) -> int:
+    from nyx.bench.anonymity import sweep
+
+    plan = sweep.QUICK if args.quick else sweep.FULL
+    rows = sweep.run_sweep(plan)
+    print(sweep.format_table(rows))
+    print("\n" + sweep.describe(plan, rows))
+    json_path = args.json or (None if args.quick else Path("anonymity.json"))
+    if json_path is not None:
+        sweep.write_json(plan, rows, json_path)
+        print(f"wrote {json_path}")
+    plot_path = args.plot or (json_path.with_suffix(".png") if json_path is not None else None)
+    if plot_path is not None and sweep.write_plot(rows, plot_path):
+        print(f"wrote {plot_path}")
+    return 0
 
 
 def _micro(args: argparse.Namespace) -> int:
@@ -117,6 +139,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _micro(args)
     if args.command == "list":
         return _list()
+    if args.command == "anonymity":
+        return _anonymity(args)
     return _run(args)
 
 
