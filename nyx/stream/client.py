@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import random
 import secrets
@@ -59,16 +60,20 @@ from nyx.cover.client import CoverConfig
 from nyx.cover.emitter import CoverEmitter
 from nyx.cover.packets import DROP_TAG, LOOP_ID_BYTES, LOOP_TAG, CoverPacket
 from nyx.cover.slots import Kind
+from nyx.crypto.session import HEADER
 from nyx.crypto.suites import DEFAULT_PREFERENCE, Suite
+from nyx.directory.paths import select_layers
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord, select_route
 from nyx.mix.node import decode_delivery
 from nyx.mix.packet import DEFAULT_FORMAT, Hop, MixPacketError, PacketFormat, SurbKeys, create_packet, create_surb, open_reply
 from nyx.stream.client_core import ClientCore
 from nyx.stream.entry_wire import Refusal, RefusalReason, decode_refusal
-from nyx.stream.events import SessionClosed
+from nyx.stream import envelope as E
+from nyx.stream.events import DeliveryReport, SessionClosed
 from nyx.stream.handshake import Initiator
 from nyx.stream.handshake.messages import SUPPORTED_VERSIONS
 from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams, wake_or_deadline
+from nyx.stream.routes import DEFAULT_WIDTH, MAX_WIDTH, Route, RouteBuildError, RouteScheduler
 from nyx.stream.socks import ConnectFailure
 from nyx.stream.session import SessionConfig
 from nyx.stream.surbs import SurbPolicy
@@ -88,6 +93,7 @@ CLIENT_ID_CHARS = 16  # a node id on the wire holds 16 ASCII bytes: 96 random bi
 SURB_KEEP_S = 3 * 3600.0
 MAX_SURB_KEYS = 200_000
 BACKLOG_RECHECK_S = 0.01
+LOOP_CHECK_S = 1.0  # how often loop-cover suspects are looked at
 
 
 class ClientError(ConnectionError):
@@ -120,16 +126,25 @@ class SessionOpenError(ClientError):
     connect_failure = ConnectFailure.TIMEOUT
 
 
+def _record_pn(envelope: bytes) -> int | None:
+    """The packet number of a RECORD envelope (None for handshake fragments and SURBs)."""
+    if len(envelope) < E.HEADER_BYTES + HEADER.size or envelope[0] != E.Kind.RECORD:
+        return None
+    return HEADER.unpack_from(envelope, E.HEADER_BYTES)[1]
+
+
 class _ClientSession:
     """One session to one exit: its core, and its streams once the exit accepted."""
 
-    __slots__ = ("exit_id", "core", "streams", "opened")
+    __slots__ = ("exit_id", "core", "streams", "opened", "routes", "reply_routes")
 
     def __init__(self, exit_id: str, core: ClientCore, opened: asyncio.Future[None]) -> None:
         self.exit_id = exit_id
         self.core = core
         self.streams: SessionStreams | None = None
         self.opened = opened
+        self.routes: RouteScheduler | None = None  # forward routes [L1..Ln] to the exit
+        self.reply_routes: RouteScheduler | None = None  # the routes of the SURBs we hand the exit
 
     @property
     def usable(self) -> bool:
@@ -160,6 +175,7 @@ class Client:
         clock: Callable[[], float] = time.time,
         directory_service: DirectoryClient | None = None,
         directory_refresh_s: float = 60.0,
+        routes: int = DEFAULT_WIDTH,
     ) -> None:
         """`gateway`: the entry (default: drawn among the directory's gateways). `exit`: the
         default exit for streams (default: drawn among gateways other than the entry when there
@@ -167,10 +183,17 @@ class Client:
         on an ephemeral UDP port with a fresh certificate; the backend is qh3 when installed).
         `directory_service`: a `nyx.directory.DirectoryClient` (entered by the caller) from which
         the client takes each newer verified document every `directory_refresh_s`; see
-        `Client.from_directory_service`."""
+        `Client.from_directory_service`. `routes`: how many disjoint routes each session spreads
+        its records over (1..8; 1 is a single route, replaced when it fails), and as many reply
+        routes for its SURBs (nyx.stream.routes, docs/stream.md "Multipath")."""
         self.directory = directory if isinstance(directory, Directory) else Directory.load(Path(directory))
         self.directory_service = directory_service
         self.directory_refresh_s = directory_refresh_s
+        if not 1 <= routes <= MAX_WIDTH:
+            raise ValueError(f"routes: 1..{MAX_WIDTH}, got {routes}")
+        self.route_width = routes
+        self._loop_suspects: set[str] = set()
+        self._loop_check_at = 0.0
         self.rng = rng or random.SystemRandom()
         self.client_id = client_id or secrets.token_urlsafe(12)
         if len(self.client_id) != CLIENT_ID_CHARS and client_id is None:
@@ -203,6 +226,7 @@ class Client:
         self.sessions_attempted = 0
         self.sessions_opened = 0
         self.directory_updates = 0
+        self.records_resent = 0  # records given up on a failed route and resent at once
         self.queue_wait = SampleWindow(1024)  # write() to taken by the session, per write
         self._sessions: dict[str, _ClientSession] = {}
         self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -236,6 +260,16 @@ class Client:
             if body is not None:
                 self.directory = body.directory()
                 self.directory_updates += 1
+                self._on_directory()
+
+    def _on_directory(self) -> None:
+        """Routes through mixes the new directory no longer lists are replaced at once."""
+        now, listed = self.clock(), self.directory.nodes.keys()
+        for session in self._sessions.values():
+            for scheduler in (session.routes, session.reply_routes):
+                if scheduler is not None and scheduler.on_directory(listed, now):
+                    self._resend_orphans(session, now)
+        self._wakeup.set()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -373,15 +407,19 @@ class Client:
             raise NoRouteError(f"exit {exit_id} publishes no handshake key for suites {[s.label for s in self.suites]}")
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         holder: list[_ClientSession] = []
+        now = self.clock()
+        forward = RouteScheduler(self._route_builder(exit_id), now, width=self.route_width)
+        replies = RouteScheduler(self._route_builder(None), now, width=self.route_width)
         core = ClientCore(
             Initiator(keys, preference=[s for s in self.suites if s in keys], versions=self.versions),
-            self.session_config,
+            dataclasses.replace(self.session_config, report_deliveries=True),
             lambda n: self._make_surbs(holder[0], n),
             self.clock(),
             resend_s=self.resend_s,
             max_tries=self.max_tries,
         )
         session = _ClientSession(exit_id, core, opened)
+        session.routes, session.reply_routes = forward, replies
         self.sessions_attempted += 1
         holder.append(session)
         self._sessions[exit_id] = session
@@ -402,15 +440,56 @@ class Client:
     def _forward_route(self, epoch: int, exit_id: str) -> list[Hop]:
         return [self.entry.hop(epoch), *select_route(self.directory, epoch, exit_node=exit_id, rng=self.rng)]
 
+    def _route_builder(self, exit_id: str | None) -> Callable[[frozenset[str]], tuple[str, ...]]:
+        """Builds the mixes of one route (one per layer) from the whole directory, avoiding some;
+        for a forward route to `exit_id`, or a reply route back to the entry (None)."""
+
+        def build(avoid: frozenset[str]) -> tuple[str, ...]:
+            try:
+                ends = [self.entry] + ([self.directory.nodes[exit_id]] if exit_id is not None else [])
+                epoch = self._epoch(*ends)
+                chosen = select_layers(self.directory, epoch, self.rng, avoid=avoid)
+            except (DirectoryError, NoRouteError, KeyError) as exc:
+                raise RouteBuildError(str(exc)) from exc
+            return tuple(r.node_id for r in chosen)
+
+        return build
+
+    def _hops(self, scheduler: RouteScheduler, epoch: int, now: float) -> tuple[Route, list[Hop]] | None:
+        """A route from `scheduler` whose mixes all publish a key for `epoch` (a route through a
+        mix that left the directory, or lost its key, is suspected and another taken)."""
+        for _ in range(MAX_WIDTH + 1):
+            route = scheduler.pick(now)
+            if route is None:
+                return None
+            try:
+                return route, [self.directory.nodes[m].hop(epoch) for m in route.mixes]
+            except (KeyError, DirectoryError):
+                missing = next((m for m in route.mixes if epoch not in getattr(self.directory.nodes.get(m), "sphinx_keys", {})),
+                               route.mixes[0])
+                scheduler.suspect_node(missing, now, f"no key for epoch {epoch}")
+                scheduler.maintain(now)
+        return None
+
     def _send_envelopes(self, session: _ClientSession, envelopes: list[bytes]) -> None:
         if not envelopes:
             return
-        exit_record = self.directory.nodes[session.exit_id]
+        exit_record = self.directory.nodes.get(session.exit_id)
+        now = self.clock()
         try:
+            if exit_record is None:
+                raise DirectoryError(f"exit {session.exit_id} left the directory")
             epoch = self._epoch(self.entry, exit_record)
             for envelope in envelopes:
-                first, packet = create_packet(self._forward_route(epoch, session.exit_id), session.exit_id,
-                                              envelope, epoch, self.packet_format)
+                picked = self._hops(session.routes, epoch, now) if session.routes is not None else None
+                if picked is None:
+                    hops = self._forward_route(epoch, session.exit_id)
+                else:
+                    hops = [self.entry.hop(epoch), *picked[1], exit_record.hop(epoch)]
+                first, packet = create_packet(hops, session.exit_id, envelope, epoch, self.packet_format)
+                if picked is not None:
+                    assert session.routes is not None
+                    session.routes.on_sent(picked[0], _record_pn(envelope), now)
                 self._send_packet(first, packet)
         except (DirectoryError, MixPacketError) as exc:
             self.drops["no_route"] += len(envelopes)
@@ -452,7 +531,12 @@ class Client:
         try:
             epoch = self._epoch(self.entry)
             for _ in range(count):
-                route = [*select_route(self.directory, epoch, rng=self.rng), self.entry.hop(epoch)]
+                picked = self._hops(session.reply_routes, epoch, now) if session.reply_routes is not None else None
+                layers = select_route(self.directory, epoch, rng=self.rng) if picked is None else picked[1]
+                if picked is not None:
+                    assert session.reply_routes is not None
+                    session.reply_routes.on_sent(picked[0], None, now)
+                route = [*layers, self.entry.hop(epoch)]
                 surb, keys = create_surb(route, self.client_id, epoch, fmt=self.packet_format)
                 self._surb_keys[keys.surb_id] = (now, keys, session)
                 out.append(surb.to_bytes())
@@ -543,6 +627,7 @@ class Client:
         room = self._offer_backlog()
         if not room:
             earliest = now + BACKLOG_RECHECK_S  # slots free at the cover rate: look again soon
+        self._check_loops(now)
         for exit_id, session in list(self._sessions.items()):
             core = session.core
             due = core.deadline()
@@ -572,12 +657,51 @@ class Client:
         if session.streams is None and core.session is not None:
             self._opened(session)  # before its events: they are for these streams
         for event in core.events():
+            if isinstance(event, DeliveryReport):
+                self._delivery(session, event)
+                continue
             if session.streams is not None:
                 session.streams.dispatch(event)
             if isinstance(event, SessionClosed) and not session.opened.done():
                 session.opened.set_exception(SessionOpenError(
                     f"the exit {session.exit_id} did not open a session: {event.reason or 'no answer'}"
                 ))
+
+    def _delivery(self, session: _ClientSession, report: DeliveryReport) -> None:
+        routes = session.routes
+        if routes is None:
+            return
+        now = self.clock()
+        for pn, rtt_s in report.acked:
+            routes.on_acked(pn, rtt_s, now)
+        for pn in report.lost:
+            routes.on_lost(pn, now)
+        self._resend_orphans(session, now)
+
+    def _resend_orphans(self, session: _ClientSession, now: float) -> None:
+        """Records in flight on routes just suspected go again now, on the routes that remain."""
+        for scheduler in (session.routes, session.reply_routes):
+            if scheduler is None:
+                continue
+            orphans = scheduler.take_orphans()
+            if orphans and session.core.session is not None:
+                self.records_resent += session.core.session.resend_now(orphans, now)
+            scheduler.maintain(now)
+        self._wakeup.set()
+
+    def _check_loops(self, now: float) -> None:
+        """Mixes our loop cover names as failing (nyx.cover LoopTracker.suspects) leave our routes."""
+        if self.emitter is None or now < self._loop_check_at:
+            return
+        self._loop_check_at = now + LOOP_CHECK_S
+        for node in self.emitter.loops.suspects().keys() - self._loop_suspects:
+            self._loop_suspects.add(node)
+            log.info("loop cover names %s as failing: routes through it are replaced", node)
+            for session in self._sessions.values():
+                for scheduler in (session.routes, session.reply_routes):
+                    if scheduler is not None:
+                        scheduler.suspect_node(node, now, "loop cover lost through it")
+                self._resend_orphans(session, now)
 
     def _opened(self, session: _ClientSession) -> None:
         assert session.core.session is not None
@@ -608,6 +732,9 @@ class Client:
         }
         if rtts:
             values["stream_latency_p95"] = max(rtts)
+        failovers = [f for s in self._sessions.values() if s.routes is not None for f in s.routes.failovers_s[-1:]]
+        if failovers:
+            values["route_update_latency"] = max(failovers)
         if self.emitter is not None:
             values.update(self.emitter.metric_values())
         return values

@@ -79,3 +79,14 @@ Event = (
     StreamOpened | StreamReadable | StreamWritable | StreamReset | StreamStopped | SurbsReceived | SurbsRequested
     | FecLossReported | SessionClosed
 )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    """Which of our records the peer acknowledged (pn, time to acknowledgement in seconds) and
+    which were declared lost, since the last report. Emitted only with
+    `SessionConfig.report_deliveries`: the client's multipath scheduler weighs and suspects its
+    routes by it (nyx.stream.routes)."""
+
+    acked: tuple[tuple[int, float], ...]
+    lost: tuple[int, ...]

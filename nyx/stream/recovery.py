@@ -427,6 +427,20 @@ class LossRecovery:
         """Packets whose loss timeout has passed, ascending pn (empty if none)."""
         return self._detect_lost(now)
 
+    def give_up(self, pns: Sequence[int], now: float) -> list[SentPacket]:
+        """Stop waiting for these packets (their route failed): they leave the in-flight set now,
+        so their frames can be resent at once. Not a loss by time: the estimator's margin and the
+        persistent-loss count are untouched, and a late ACK for them is ignored."""
+        given = []
+        for pn in pns:
+            packet = self._in_flight.pop(pn, None)
+            if packet is None:
+                continue
+            self._in_flight_bytes -= packet.size
+            packet.lost, packet.lost_at = True, now
+            given.append(packet)
+        return given
+
     def probe_due(self, now: float) -> bool:
         """True, once per probe interval, when the caller must send one ack-eliciting packet
         (a PING if there is nothing else) even if `can_send()` is False. A True return counts

@@ -36,6 +36,7 @@ from nyx.stream.handshake.keys import SessionKeys
 from nyx.stream.recovery import AckTracker, DelayEstimator, LossRecovery, RecoveryError, SentPacket
 from nyx.stream.streams import FlowControlError, RecvStream, SendStream
 from nyx.stream.events import (
+    DeliveryReport,
     Event,
     FecLossReported,
     SessionClosed,
@@ -50,7 +51,7 @@ from nyx.stream.events import (
 from nyx.stream.surbs import SurbPolicy, SurbPool, SurbSupply
 
 __all__ = [
-    "CLOSE_RESENDS", "MAX_RECORD_BYTES", "SURB_RESERVE", "Event", "FecLossReported", "Session", "SessionClosed",
+    "CLOSE_RESENDS", "MAX_RECORD_BYTES", "SURB_RESERVE", "DeliveryReport", "Event", "FecLossReported", "Session", "SessionClosed",
     "SessionConfig", "SessionError", "StreamOpened", "StreamReadable", "StreamReset", "StreamStopped",
     "StreamWritable", "SurbsReceived", "SurbsRequested",
 ]
@@ -77,6 +78,7 @@ class SessionConfig:
     max_in_flight: int = 256  # ack-eliciting packets outstanding
     rekey: RekeyPolicy = field(default_factory=RekeyPolicy)
     surbs: SurbPolicy | None = None  # replies travel on SURBs: the responder spends one per record
+    report_deliveries: bool = False  # emit DeliveryReport events (the client's route scheduler)
 
     def __post_init__(self) -> None:
         if self.max_record_bytes < OVERHEAD + 64:
@@ -357,8 +359,11 @@ class Session:
         if now >= self._last_received + self.config.idle_timeout_s:
             self._finish_close(SessionClosed(CloseCode.IDLE_TIMEOUT, "nothing received for the idle timeout", False))
             return
-        for packet in self._recovery.on_timeout(now):
+        lost = self._recovery.on_timeout(now)
+        for packet in lost:
             self._on_lost(packet)
+        if lost and self.config.report_deliveries:
+            self._events.append(DeliveryReport((), tuple(p.pn for p in lost)))
         if self._recovery.probe_due(now):
             self._ping = True
             if self.surb_supply is not None:
@@ -424,6 +429,11 @@ class Session:
                 self._on_acked(packet)
             for packet in result.lost:
                 self._on_lost(packet)
+            if self.config.report_deliveries and (result.acked or result.lost):
+                self._events.append(DeliveryReport(
+                    tuple((p.pn, now - p.sent_at) for p in result.acked),
+                    tuple(p.pn for p in result.lost),
+                ))
         elif isinstance(frame, (F.Padding, F.Ping)):
             pass
         elif isinstance(frame, F.MaxData):
@@ -541,6 +551,14 @@ class Session:
             self._control.append((_SURBS, blob))
         if self.surb_supply is not None:
             self.surb_supply.on_sent(len(blobs))
+
+    def resend_now(self, pns: Iterable[int], now: float) -> int:
+        """Resend at once what these in-flight records carried (their route failed), instead of
+        waiting for their loss timeout. Returns how many records were given up."""
+        given = self._recovery.give_up(list(pns), now)
+        for packet in given:
+            self._on_lost(packet)
+        return len(given)
 
     def report_fec(self, shards_expected: int, shards_received: int) -> None:
         """Tell the peer its FEC shards' raw loss (from `BlockReceiver.take_report`)."""
