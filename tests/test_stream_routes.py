@@ -73,6 +73,7 @@ def test_three_losses_in_a_row_suspect_a_route_hand_back_its_records_and_replace
     assert all(r.route_id != bad.route_id for r in [scheduler.pick(5.6) for _ in range(30)])  # type: ignore[union-attr]
     scheduler.on_sent(new[0], 100, 5.8)
     assert scheduler.failovers_s == [pytest.approx(5.8 - 5.2)]  # from the first loss of the run
+    assert scheduler.reconfigurations_s == [pytest.approx(5.8 - 5.4)]  # from the suspicion
 
 
 def test_a_mix_reported_failing_takes_down_every_route_through_it() -> None:

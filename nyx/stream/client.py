@@ -732,9 +732,14 @@ class Client:
         }
         if rtts:
             values["stream_latency_p95"] = max(rtts)
+        # Exported once a route has failed over (a gauge of the last event, absent before one).
         failovers = [f for s in self._sessions.values() if s.routes is not None for f in s.routes.failovers_s[-1:]]
         if failovers:
-            values["route_update_latency"] = max(failovers)
+            values["mix_failover_duration"] = max(failovers)
+        reconfigurations = [f for s in self._sessions.values() if s.routes is not None
+                            for f in s.routes.reconfigurations_s[-1:]]
+        if reconfigurations:
+            values["route_update_latency"] = max(reconfigurations)
         if self.emitter is not None:
             values.update(self.emitter.metric_values())
         return values

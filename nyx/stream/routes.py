@@ -23,9 +23,11 @@ starts at the mean of the others, so it is neither starved nor flooded.
 
 A suspected route's records still in flight are handed back (`take_orphans`) so the session
 retransmits them on the others at once, without waiting for their loss timeout, and a replacement
-is built on the next `maintain` (disjoint from the routes kept, avoiding every suspected mix). The
-time from the first loss that led to suspicion to the first record sent on the replacement is
-recorded (`failovers_s`): the failover time of SCL-004/SCL-012.
+is built on the next `maintain` (disjoint from the routes kept, avoiding every suspected mix).
+Two times are recorded per replacement: from the first loss that led to suspicion (or the report)
+to the first record sent on the replacement (`failovers_s`: detection included, SCL-012's
+`mix_failover_duration`), and from the suspicion itself to that record (`reconfigurations_s`:
+the reaction alone, SCL-004's `route_update_latency`).
 
 Routes are also rotated after `lifetime_s` (default 10 minutes) without any failure: a route kept
 for long lets the mixes on it link a client's traffic over time (Loopix and Nym draw a route per
@@ -72,7 +74,8 @@ class Route:
     reason: str = ""
     credit: float = 0.0
     in_flight: set[int] = field(default_factory=set)
-    replaces_failure_at: float | None = None  # set on a replacement until its first send
+    replaces_failure_at: float | None = None  # set on a replacement until its first send:
+    replaces_suspected_at: float | None = None  # when the route it replaces began to fail, was suspected
 
     @property
     def active(self) -> bool:
@@ -108,9 +111,10 @@ class RouteScheduler:
         self._next_id = 0
         self._orphans: list[int] = []
         self._failed_mixes: dict[str, float] = {}  # mix -> until when new routes avoid it
-        self._failures: list[float] = []  # when each suspected route began to fail, until replaced
+        self._failures: list[tuple[float, float]] = []  # (began to fail, suspected) per route not yet replaced
         self._suspect_nodes: set[str] = set()
-        self.failovers_s: list[float] = []
+        self.failovers_s: list[float] = []  # first loss (or report) -> first record on the replacement
+        self.reconfigurations_s: list[float] = []  # suspicion -> first record on the replacement
         self.replaced = 0
         self.build_failures = 0
         self.maintain(now)
@@ -160,7 +164,7 @@ class RouteScheduler:
         if others:
             route.srtt_s = sum(others) / len(others)
         if self._failures:
-            route.replaces_failure_at = self._failures.pop(0)
+            route.replaces_failure_at, route.replaces_suspected_at = self._failures.pop(0)
             self.replaced += 1
         self.routes[route.route_id] = route
         return route
@@ -196,7 +200,8 @@ class RouteScheduler:
         route.sent += 1
         if route.replaces_failure_at is not None:
             self.failovers_s.append(now - route.replaces_failure_at)
-            route.replaces_failure_at = None
+            self.reconfigurations_s.append(now - (route.replaces_suspected_at or route.replaces_failure_at))
+            route.replaces_failure_at = route.replaces_suspected_at = None
         if pn is not None:
             route.in_flight.add(pn)
             self._by_pn[pn] = route.route_id
@@ -259,7 +264,7 @@ class RouteScheduler:
         self._orphans.extend(sorted(route.in_flight))
         for mix in route.mixes:
             self._failed_mixes[mix] = now + self.avoid_s
-        self._failures.append(route.first_loss_at if route.first_loss_at is not None else now)
+        self._failures.append((route.first_loss_at if route.first_loss_at is not None else now, now))
 
     def take_orphans(self) -> list[int]:
         """pns in flight on routes suspected since the last call: retransmit them now."""
@@ -288,4 +293,5 @@ class RouteScheduler:
             "routes_active": float(len(active)),
             "routes_replaced_total": float(self.replaced),
             "route_failover_s_last": self.failovers_s[-1] if self.failovers_s else math.nan,
+            "route_reconfiguration_s_last": self.reconfigurations_s[-1] if self.reconfigurations_s else math.nan,
         }
