@@ -298,3 +298,16 @@ async def test_a_node_agent_registers_heartbeats_and_follows_documents(running: 
         await agent.drain()
         await eventually(lambda: _listed_is(running, []))
         assert agent.failures == 0
+
+
+async def test_a_node_agent_heartbeats_as_often_as_the_service_expects(running: Running) -> None:
+    mix = NodeIdentity.generate("mix-1")
+    async with DirectoryClient([running.service.url], running.policy) as client:
+        agent = NodeAgent(client, mix, lambda: record_for(mix), lambda d: None)  # default: every 3.3 s
+        async with asyncio.TaskGroup() as tg:
+            task = tg.create_task(agent.run())
+            await eventually(lambda: agent._registered is not None)
+            assert agent.heartbeat_interval_s == pytest.approx(FAST.heartbeat_interval_s / 3)
+            await asyncio.sleep(1.0)  # over 3 service intervals: still listed
+            assert await running.listed() == ["mix-1"]
+            task.cancel()

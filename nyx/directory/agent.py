@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import aiohttp
 
@@ -114,21 +115,24 @@ class DirectoryClient:
             return NodeRecord.from_json(body.get("record"), "lookup")
         raise DirectoryUnavailable(f"lookup of {node_id!r} failed: " + "; ".join(problems))
 
-    async def post(self, kind: str, body: bytes) -> None:
-        """Post a signed statement to every URL that is an authority; raise if none accepted it."""
+    async def post(self, kind: str, body: bytes) -> dict[str, Any]:
+        """Post a signed statement to every URL that is an authority; raise if none accepted it.
+        Returns the first acceptance (it names the service's heartbeat interval)."""
         problems = []
-        accepted = 0
+        accepted: list[dict[str, Any]] = []
         for url in self.urls:
             try:
                 async with self.session.post(f"{url}/v1/{kind}", data=body) as response:
                     if response.status == 200:
-                        accepted += 1
+                        answer = await response.json()
+                        accepted.append(answer if isinstance(answer, dict) else {})
                     else:
                         problems.append(f"{url}: HTTP {response.status} {(await response.text())[:300].strip()}")
-            except (aiohttp.ClientError, TimeoutError) as exc:
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 problems.append(f"{url}: {exc or type(exc).__name__}")
         if not accepted:
             raise DirectoryUnavailable(f"{kind} not accepted: " + "; ".join(problems))
+        return accepted[0]
 
 
 class NodeAgent:
@@ -170,8 +174,13 @@ class NodeAgent:
 
     async def register(self) -> None:
         record = self.record()
-        await self.client.post("register", self._statement("register", record))
+        answer = await self.client.post("register", self._statement("register", record))
         self._registered = record
+        service_s = answer.get("heartbeat_s")
+        if isinstance(service_s, (int, float)) and service_s > 0 and self.heartbeat_interval_s > service_s / 3:
+            # Three heartbeats per service interval: one lost heartbeat never takes the node down.
+            log.info("directory expects heartbeats every %.2f s: heartbeating every %.2f s", service_s, service_s / 3)
+            self.heartbeat_interval_s = service_s / 3
 
     async def heartbeat(self) -> None:
         if self.record() != self._registered:
@@ -201,8 +210,9 @@ class NodeAgent:
             now = time.monotonic()
             try:
                 if now >= next_heartbeat:
-                    next_heartbeat = now + self.heartbeat_interval_s
+                    next_heartbeat = now + self.heartbeat_interval_s  # a failure waits one interval
                     await (self.heartbeat() if self._registered is not None else self.register())
+                    next_heartbeat = now + self.heartbeat_interval_s  # registering may have shortened it
                 if now >= next_refresh:
                     next_refresh = now + self.refresh_s
                     await self.refresh()

@@ -258,7 +258,8 @@ class DirectoryService:
         else:
             await self.store.call(self.store.touch, statement.node_id, registration.last_issued_at_ms)
         self._changed.set()
-        return web.json_response({"accepted": statement.kind, "epoch": self.authority.last_epoch})
+        return web.json_response({"accepted": statement.kind, "epoch": self.authority.last_epoch,
+                                  "heartbeat_s": self.settings.authority.heartbeat_interval_s})
 
     async def _get_health(self, request: web.Request) -> web.Response:
         assert self.authority is not None
