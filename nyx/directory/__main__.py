@@ -1,7 +1,7 @@
 """`python -m nyx.directory`: run a directory authority, read a document, co-sign one.
 
     python -m nyx.directory serve [--data-dir D] [--listen HOST:PORT] [--cache-ttl-s S]
-                                  [--period-s S] [--validity-s S] [--heartbeat-s S]
+                                  [--period-s S] [--validity-s S] [--heartbeat-s S] [--probe-s S]
                                   [--threshold K --authority HEX ...]
     python -m nyx.directory show --url URL [--url MIRROR ...] --authority HEX [...] [--threshold K]
     python -m nyx.directory cosign --url URL --data-dir D --authority HEX [...] [--threshold K]
@@ -58,6 +58,8 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--period-s", type=float, default=60.0, help="a fresh document at least this often")
     serve.add_argument("--validity-s", type=float, default=300.0, help="how long a document may be used")
     serve.add_argument("--heartbeat-s", type=float, default=10.0, help="nodes heartbeat this often; 3 missed = down")
+    serve.add_argument("--probe-s", type=float, default=30.0,
+                       help="probe each node's QUIC address this often (3 failures = down); 0 = never")
     for name in ("show", "cosign"):
         other = sub.add_parser(name)
         other.add_argument("--url", action="append", required=True, help="directory or mirror URL (repeatable)")
@@ -111,7 +113,10 @@ async def _serve(args: argparse.Namespace, data_dir: Path) -> int:
         )
         if args.cache_ttl_s < 0:
             raise DirectoryError("--cache-ttl-s: 0 or more")
-        settings = ServiceSettings(host=host, port=port, cache_ttl_s=args.cache_ttl_s, authority=authority)
+        if args.probe_s < 0:
+            raise DirectoryError("--probe-s: 0 or more")
+        settings = ServiceSettings(host=host, port=port, cache_ttl_s=args.cache_ttl_s, authority=authority,
+                                   probe_interval_s=args.probe_s)
         service = DirectoryService(data_dir, settings)
     except DirectoryError as exc:
         print(f"{PROG}: configuration error: {exc}", file=sys.stderr)

@@ -32,11 +32,13 @@ from aiohttp import web
 from nyx.directory.authority import Authority, AuthoritySettings
 from nyx.directory.document import SignedDocument
 from nyx.directory.keys import load_or_create_authority_key
+from nyx.directory.probe import PROBER_ID, probe_round
 from nyx.directory.records import DirectoryError
 from nyx.directory.sharding import ShardMap
 from nyx.directory.statements import MAX_STATEMENT_BYTES, StatementError
 from nyx.directory.store import DB_FILE, Store
 from nyx.telemetry.registry import CONTENT_TYPE, MetricRegistry
+from nyx.transport.certs import NodeIdentity
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class ServiceSettings:
     shards: tuple[tuple[str, str | None], ...] = tuple(DEFAULT_SHARDS.items())
     authority: AuthoritySettings = AuthoritySettings()
     tick_s: float = 0.5  # how often health expiry is checked for a due document
+    probe_interval_s: float = 0.0  # probe every registered node's QUIC address this often; 0 = never
+    probe_timeout_s: float = 3.0
 
 
 class DirectoryService:
@@ -79,6 +83,8 @@ class DirectoryService:
         self.document_requests = 0
         self.not_modified = 0
         self.rebuild_s = 0.0
+        self.probes = 0
+        self.probes_failed = 0
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -141,6 +147,8 @@ class DirectoryService:
         assert self.authority is not None
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self.metrics.run(1.0))
+            if self.settings.probe_interval_s > 0:
+                tg.create_task(self._probe_loop())
             while True:
                 now = self.clock()
                 if self.authority.due(now):
@@ -150,6 +158,23 @@ class DirectoryService:
                     await asyncio.wait_for(self._changed.wait(), self.settings.tick_s)
                 except TimeoutError:
                     pass
+
+    async def _probe_loop(self) -> None:
+        """Until cancelled: probe every registered node once per interval (probe.py); three failed
+        probes in a row take a node down (HealthTracker), one success brings it back."""
+        assert self.authority is not None
+        identity = NodeIdentity.generate(PROBER_ID)
+        while True:
+            await asyncio.sleep(self.settings.probe_interval_s)
+            records = [r.record for r in self.authority.registrations.values()]
+            results = await probe_round(records, identity, self.settings.probe_timeout_s)
+            now = self.clock()
+            for node_id, ok in results.items():
+                self.authority.probe(node_id, ok, now)
+            self.probes += len(results)
+            self.probes_failed += sum(1 for ok in results.values() if not ok)
+            if results:
+                self._changed.set()
 
     async def issue(self, now: float) -> None:
         assert self.authority is not None and self.store is not None
