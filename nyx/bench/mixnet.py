@@ -56,6 +56,13 @@ class MixnetShape:
     max_sessions: int = 100_000
     allow: tuple[str, ...] = ()
     replay_capacity: int = 1 << 16
+    # Regions: mix i of each layer and gateway i go to regions[i % len(regions)]; links between two
+    # regions have `cross_region_s` of latency (within a region: `profile`'s latency).
+    regions: tuple[str, ...] = ()
+    cross_region_s: float = 0.045
+
+    def region_of(self, index: int) -> str | None:
+        return self.regions[index % len(self.regions)] if self.regions else None
 
 
 class Mixnet:
@@ -64,7 +71,9 @@ class Mixnet:
     def __init__(self, shape: MixnetShape, seed: int) -> None:
         self.shape = shape
         self.rng = random.Random(seed)
-        self.network = SimNetwork(shape.profile, seed=seed)
+        matrix = {(a, b): (shape.cross_region_s if a != b else shape.profile.latency_s)
+                  for a in shape.regions for b in shape.regions}
+        self.network = SimNetwork(shape.profile, region_latency_s=matrix, seed=seed)
         self.mix_keys = {
             f"mix-{layer}-{i:02d}": X25519PrivateKey.generate()
             for layer in range(1, shape.layers + 1) for i in range(shape.mixes_per_layer)
@@ -72,14 +81,19 @@ class Mixnet:
         self.gateway_ids = [f"gw-{i:02d}" for i in range(1, shape.gateways + 1)]
         self.gateway_keys = {gw: X25519PrivateKey.generate() for gw in self.gateway_ids}
         self.static_keys = {gw: {suite: suite.kem().generate() for suite in shape.suites} for gw in self.gateway_ids}
+        self.regions: dict[str, str | None] = {
+            node_id: shape.region_of(int(node_id.split("-")[2])) for node_id in self.mix_keys
+        }
+        self.regions.update({gw: shape.region_of(i) for i, gw in enumerate(self.gateway_ids)})
         records = [
             NodeRecord(node_id, "mix", int(node_id.split("-")[1]), "sim", 0, None,
-                       {EPOCH: key.public_key().public_bytes_raw()})
+                       {EPOCH: key.public_key().public_bytes_raw()}, region=self.regions[node_id])
             for node_id, key in self.mix_keys.items()
         ]
         records += [
             NodeRecord(gw, "gateway", 0, "sim", 0, None, {EPOCH: self.gateway_keys[gw].public_key().public_bytes_raw()},
-                       stream_keys={suite.label: pair[1] for suite, pair in self.static_keys[gw].items()})
+                       stream_keys={suite.label: pair[1] for suite, pair in self.static_keys[gw].items()},
+                       region=self.regions[gw])
             for gw in self.gateway_ids
         ]
         self.directory = Directory.of(records)
@@ -92,14 +106,14 @@ class Mixnet:
     async def start(self, tg: asyncio.TaskGroup) -> None:
         shape = self.shape
         for node_id, key in self.mix_keys.items():
-            transport = self.network.transport(node_id)
+            transport = self.network.transport(node_id, self.regions[node_id])
             await transport.listen()
             core = MixCore(KeyRing.single(key), delay=PoissonDelay(shape.mean_delay_s, random.Random(self.rng.random())),
                            replay_capacity=shape.replay_capacity)
             self.mixes[node_id] = node = MixNode(core, transport)
             self.tasks.append(tg.create_task(node.run(), name=node_id))
         for gw in self.gateway_ids:
-            transport = self.network.transport(gw)
+            transport = self.network.transport(gw, self.regions[gw])
             await transport.listen()
             services = ExitServices(ServiceRegistry(), Allowlist(shape.allow))
             responder = Responder({suite: pair[0] for suite, pair in self.static_keys[gw].items()})
@@ -110,15 +124,35 @@ class Mixnet:
             self.gateways[gw], self.services[gw] = gateway, services
             self.tasks.append(tg.create_task(gateway.run(), name=gw))
 
-    def client(self, *, gateway: str | None = None, exit: str | None = None, **options: Any) -> Client:
-        """A client on its own simulated link (not started: `async with` it). Default: no cover,
-        so a scenario measures the network, not the cover rate (pass `cover=` to change)."""
+    def client(self, *, gateway: str | None = None, exit: str | None = None, region: str | None = None,
+               **options: Any) -> Client:
+        """A client on its own simulated link (not started: `async with` it), in `region` (default:
+        its entry gateway's). Default: no cover, so a scenario measures the network, not the cover
+        rate (pass `cover=` to change)."""
         self._clients += 1
         client_id = f"c{self._clients:07d}{self.rng.getrandbits(32):08x}"
         options.setdefault("cover", None)
         options.setdefault("rng", random.Random(self.rng.random()))
-        return Client(self.directory, gateway=gateway, exit=exit, transport=self.network.transport(client_id),
+        if region is None and gateway is not None:
+            region = self.regions.get(gateway)
+        return Client(self.directory, gateway=gateway, exit=exit, transport=self.network.transport(client_id, region),
                       client_id=client_id, **options)
+
+    # -- failures (what the multipath scenarios inject) --------------------------------------------
+
+    def fail(self, node_id: str) -> None:
+        """The node stops: every packet to or from it is lost (its task keeps running, unreachable)."""
+        self.network.model.fail_node(node_id)
+
+    def restore(self, node_id: str) -> None:
+        self.network.model.restore_node(node_id)
+
+    def fail_region(self, region: str, roles: tuple[str, ...] = ("mix", "gateway")) -> list[str]:
+        """Every node of `roles` in `region` fails; returns their ids."""
+        failed = [n for n, r in self.regions.items() if r == region and self.directory.nodes[n].role in roles]
+        for node_id in failed:
+            self.fail(node_id)
+        return failed
 
 
 @contextlib.asynccontextmanager

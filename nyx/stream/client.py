@@ -176,6 +176,7 @@ class Client:
         directory_service: DirectoryClient | None = None,
         directory_refresh_s: float = 60.0,
         routes: int = DEFAULT_WIDTH,
+        low_latency: bool = False,
     ) -> None:
         """`gateway`: the entry (default: drawn among the directory's gateways). `exit`: the
         default exit for streams (default: drawn among gateways other than the entry when there
@@ -185,13 +186,17 @@ class Client:
         the client takes each newer verified document every `directory_refresh_s`; see
         `Client.from_directory_service`. `routes`: how many disjoint routes each session spreads
         its records over (1..8; 1 is a single route, replaced when it fails), and as many reply
-        routes for its SURBs (nyx.stream.routes, docs/stream.md "Multipath")."""
+        routes for its SURBs (nyx.stream.routes, docs/stream.md "Multipath"). `low_latency`: keep
+        routes inside the entry gateway's region while that region has a usable mix in every
+        layer (cross-region links cost tens of milliseconds per hop), else use any region; this
+        narrows the set of mixes a route can take, which is the anonymity it costs."""
         self.directory = directory if isinstance(directory, Directory) else Directory.load(Path(directory))
         self.directory_service = directory_service
         self.directory_refresh_s = directory_refresh_s
         if not 1 <= routes <= MAX_WIDTH:
             raise ValueError(f"routes: 1..{MAX_WIDTH}, got {routes}")
         self.route_width = routes
+        self.home_region = self.entry.region if low_latency else None
         self._loop_suspects: set[str] = set()
         self._loop_check_at = 0.0
         self.rng = rng or random.SystemRandom()
@@ -448,6 +453,13 @@ class Client:
             try:
                 ends = [self.entry] + ([self.directory.nodes[exit_id]] if exit_id is not None else [])
                 epoch = self._epoch(*ends)
+                if self.home_region is not None:  # inside the home region if it can serve the route
+                    abroad = {n for n, r in self.directory.nodes.items() if r.role == "mix" and r.region != self.home_region}
+                    try:
+                        chosen = select_layers(self.directory, epoch, self.rng, avoid=avoid | abroad)
+                        return tuple(r.node_id for r in chosen)
+                    except DirectoryError:
+                        pass  # the home region lost a layer: leave it
                 chosen = select_layers(self.directory, epoch, self.rng, avoid=avoid)
             except (DirectoryError, NoRouteError, KeyError) as exc:
                 raise RouteBuildError(str(exc)) from exc
