@@ -263,12 +263,18 @@ class Client:
                 log.warning("directory refresh failed, keeping epoch %s: %s", self.directory_service.holder.epoch, exc)
                 continue
             if body is not None:
-                self.directory = body.directory()
-                self.directory_updates += 1
-                self._on_directory()
+                self.update_directory(body.directory())
+
+    def update_directory(self, directory: Directory) -> None:
+        """Adopt a newer directory (the refresh task calls this for each verified document; an
+        application with its own source of directories may too). Routes through mixes it no
+        longer lists (a draining mix leaves the directory before it stops) are replaced at once,
+        their records in flight resent on the others."""
+        self.directory = directory
+        self.directory_updates += 1
+        self._on_directory()
 
     def _on_directory(self) -> None:
-        """Routes through mixes the new directory no longer lists are replaced at once."""
         now, listed = self.clock(), self.directory.nodes.keys()
         for session in self._sessions.values():
             for scheduler in (session.routes, session.reply_routes):
