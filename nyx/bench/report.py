@@ -51,6 +51,9 @@ class Measurement:
     notes: tuple[str, ...] = ()
     latencies_s: tuple[float, ...] = ()
     counts: dict[str, int] = field(default_factory=dict)  # events a replay counts, e.g. retries
+    # Why the value, though measured at the full load, cannot be judged (e.g. too few samples to
+    # resolve the SLO's number): a non-empty reason makes the verdict INCONCLUSIVE.
+    unresolved: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,7 +82,7 @@ class Result:
     def verdict(self) -> Verdict:
         """PASS or FAIL on the value; INCONCLUSIVE when nothing was measured or the replay handled
         less than SHORTFALL of the load it was asked to offer."""
-        if math.isnan(self.measurement.value) or self.shortfall:
+        if math.isnan(self.measurement.value) or self.shortfall or self.measurement.unresolved:
             return "INCONCLUSIVE"
         return "PASS" if self.meets_slo else "FAIL"
 
@@ -117,6 +120,8 @@ class Result:
             )
         if math.isnan(m.value):
             notes.append("INCONCLUSIVE: the replay measured no value")
+        if m.unresolved:
+            notes.append(f"INCONCLUSIVE: {m.unresolved}")
         if self.slo is not None:
             notes.append(f"judged against --slo {self.slo.text!r}, not the catalogue's {self.scenario.threshold.text!r}")
         if self.requested_scale < 1:
