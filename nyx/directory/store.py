@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -76,19 +76,26 @@ class Store:
     # --- registrations ---------------------------------------------------------------------
 
     def save_registration(self, shard: str, registration: Registration) -> None:
-        record = registration.record
+        self.save_registrations([(shard, registration)])
+
+    def save_registrations(self, entries: Iterable[tuple[str, Registration]]) -> None:
+        """Registrations with their shards, in one transaction (a rebuild loads a shard at once)."""
+        rows = [
+            (r.record.node_id, shard, json.dumps(r.record.to_json(), sort_keys=True), r.certificate_der,
+             r.last_issued_at_ms)
+            for shard, r in entries
+        ]
         with self.db:
-            self.db.execute(
-                "INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?, ?)",
-                (record.node_id, shard, json.dumps(record.to_json(), sort_keys=True), registration.certificate_der,
-                 registration.last_issued_at_ms),
-            )
+            self.db.executemany("INSERT OR REPLACE INTO registrations VALUES (?, ?, ?, ?, ?)", rows)
 
     def touch(self, node_id: str, last_issued_at_ms: int) -> None:
         """Remember the newest statement time (replay protection survives a restart)."""
+        self.touch_many([(node_id, last_issued_at_ms)])
+
+    def touch_many(self, entries: Iterable[tuple[str, int]]) -> None:
         with self.db:
-            self.db.execute(
-                "UPDATE registrations SET last_issued_at_ms = ? WHERE node_id = ?", (last_issued_at_ms, node_id)
+            self.db.executemany(
+                "UPDATE registrations SET last_issued_at_ms = ? WHERE node_id = ?", [(ms, n) for n, ms in entries]
             )
 
     def delete_registration(self, node_id: str) -> None:

@@ -101,8 +101,6 @@ SNAPSHOT_AGE_MS = 600_000  # the newest statements the snapshot pins are 10 minu
 DEFAULT_DURATION_S = 60.0  # for the progress bar only: a rebuild runs until done
 QUICK = (5.0, 0.1)
 
-_INSERT = "INSERT OR REPLACE INTO registrations (node_id, shard, record, certificate, last_issued_at_ms) VALUES (?, ?, ?, ?, ?)"
-_TOUCH = "UPDATE registrations SET last_issued_at_ms = ? WHERE node_id = ?"
 
 
 @dataclass(slots=True)
@@ -299,7 +297,7 @@ async def rebuild(world: World, data_dir: Path, clock: Clock) -> tuple[dict[str,
             pins = json.loads(world.pins[shard])
             if len(pins) != held:
                 problems.append(f"shard {shard}: {held:,} records but {len(pins):,} pins")
-            rows = []
+            entries = []
             for node_id, (certificate_b64, issued_ms) in pins.items():
                 record = index.get(node_id)
                 if record is None:
@@ -307,8 +305,8 @@ async def rebuild(world: World, data_dir: Path, clock: Clock) -> tuple[dict[str,
                     continue
                 certificate = base64.b64decode(certificate_b64)
                 registrations[node_id] = Registration(record, certificate, issued_ms)
-                rows.append((node_id, shard, json.dumps(record.to_json(), sort_keys=True), certificate, issued_ms))
-            await store.call(_insert, store, rows)
+                entries.append((shard, registrations[node_id]))
+            await store.call(store.save_registrations, entries)
             shard_s[shard] = time.perf_counter() - started
         counts["restored"] = restored
         sizes = await store.call(store.shard_sizes)
@@ -329,8 +327,8 @@ async def rebuild(world: World, data_dir: Path, clock: Clock) -> tuple[dict[str,
                 refused += 1
             if i % 2048 == 2047:
                 await asyncio.sleep(0)
-        touched = [(r.last_issued_at_ms, node_id) for node_id, r in authority.registrations.items()]
-        await store.call(_touch, store, touched)
+        touched = [(node_id, r.last_issued_at_ms) for node_id, r in authority.registrations.items()]
+        await store.call(store.touch_many, touched)
         counts["heartbeats_accepted"] = len(world.heartbeats) - refused
         counts["heartbeats_refused"] = refused
         clock.step("health: heartbeats")
@@ -389,16 +387,6 @@ async def rebuild(world: World, data_dir: Path, clock: Clock) -> tuple[dict[str,
     finally:
         store.close()
     return counts, problems, shard_s
-
-
-def _insert(store: Store, rows: list[tuple[str, str, str, bytes, int]]) -> None:
-    with store.db:
-        store.db.executemany(_INSERT, rows)
-
-
-def _touch(store: Store, rows: list[tuple[int, str]]) -> None:
-    with store.db:
-        store.db.executemany(_TOUCH, rows)
 
 
 def _check_lookups(store: Store, world: World, wanted: list[tuple[str, str]]) -> int:

@@ -33,7 +33,6 @@ still offered load, and its share is reported.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import random
 import re
@@ -48,7 +47,7 @@ from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
 from nyx.bench.scenarios.scl_011 import SHARDS, make_record
 from nyx.directory.service import DirectoryService, ServiceSettings
-from nyx.directory.store import Store
+from nyx.directory.authority import Registration
 
 RECORDS = 50_000
 MIN_RECORDS = 1_000
@@ -58,13 +57,7 @@ TIMEOUT_S = 10.0
 DEFAULT_DURATION_S = 30.0
 QUICK = (3.0, 0.5)
 
-_INSERT = "INSERT OR REPLACE INTO registrations (node_id, shard, record, certificate, last_issued_at_ms) VALUES (?, ?, ?, ?, ?)"
 _METRIC = re.compile(r"^directory_lookup_latency(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
-
-
-def _fill(store: Store, rows: list[tuple[str, str, str, bytes, int]]) -> None:
-    with store.db:
-        store.db.executemany(_INSERT, rows)
 
 
 async def replay(options: RunOptions) -> Measurement:
@@ -78,9 +71,9 @@ async def replay(options: RunOptions) -> Measurement:
             assert service.store is not None
             store = service.store
             issued_ms = int(time.time() * 1000)
-            rows = [(r.node_id, service.shard_map.shard_for(r.node_id), json.dumps(r.to_json(), sort_keys=True),
-                     rng.randbytes(345), issued_ms) for r in records]
-            await store.call(_fill, store, rows)
+            entries = [(service.shard_map.shard_for(r.node_id), Registration(r, rng.randbytes(345), issued_ms))
+                       for r in records]
+            await store.call(store.save_registrations, entries)
             connector = aiohttp.TCPConnector(limit=CONNECTIONS)
             async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=TIMEOUT_S)) as http:
                 readiness = await _ready(service, http, ids, count)
