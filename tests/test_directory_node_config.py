@@ -135,3 +135,23 @@ async def test_leave_before_the_link_runs_makes_run_return_at_once() -> None:
     async with asyncio.timeout(5):
         await link.run()
     assert link.agent is None
+
+
+def test_a_linger_must_fit_inside_the_drain_timeout() -> None:
+    table = {"directory_url": "http://a", "directory_authorities": [KEY]}
+    assert settings_of({**table, "directory_linger_s": 5}).linger_s == 5.0
+    with pytest.raises(ConfigError, match="directory_linger_s.*drain_timeout_s"):
+        settings_of({**table, "directory_linger_s": 30})  # the default drain timeout is 10 s
+    with pytest.raises(ConfigError, match="directory_linger_s"):
+        settings_of({**table, "directory_linger_s": -1})
+
+
+async def test_leave_lingers_after_the_drain_so_clients_can_move_off() -> None:
+    identity = NodeIdentity.generate("mix-9")
+    settings = LinkSettings(("http://127.0.0.1:9",), frozenset({bytes.fromhex(KEY)}), linger_s=0.3)
+    link = DirectoryLink(settings, identity,
+                         lambda: NodeRecord("mix-9", "mix", 1, "127.0.0.1", 4000, identity.fingerprint), print)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await link.leave()
+    assert loop.time() - started >= 0.3  # the node still forwards meanwhile: its drain has not begun

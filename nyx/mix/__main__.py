@@ -178,6 +178,11 @@ def mix_settings(config: NodeConfig, args: argparse.Namespace) -> MixSettings:
         raise ConfigError(f"mix.directory_refresh_s: > 0, got {settings.directory_refresh_s}")
     service = link_settings(table, "mix", settings.directory_refresh_s)
     if service is not None:
+        if service.linger_s >= config.drain_timeout_s:
+            raise ConfigError(
+                f"mix.directory_linger_s: {service.linger_s} s must be below runtime.drain_timeout_s "
+                f"({config.drain_timeout_s} s): the node lingers inside its drain"
+            )
         settings = dataclasses.replace(settings, service=service)
     if not 0 <= settings.overlap_s < settings.epoch_s:
         raise ConfigError("mix: 0 <= overlap_s < epoch_s")

@@ -39,7 +39,8 @@ from nyx.transport.certs import NodeIdentity
 
 log = logging.getLogger(__name__)
 
-LINK_KEYS = frozenset({"directory_url", "directory_authorities", "directory_threshold", "directory_heartbeat_s"})
+LINK_KEYS = frozenset({"directory_url", "directory_authorities", "directory_threshold", "directory_heartbeat_s",
+                       "directory_linger_s"})
 """The keys of a node table that configure the link (add them to the table's known keys)."""
 
 DEFAULT_HEARTBEAT_S = 10.0 / 3  # a third of the service's default 10 s: 9 chances per 30 s window
@@ -55,6 +56,10 @@ class LinkSettings:
     threshold: int = 1
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
     refresh_s: float = 5.0
+    # After the drain is posted, keep forwarding this long before the node stops accepting: the
+    # time clients need to adopt the document without this node (their refresh interval) so
+    # that they move their routes off it before it stops (a rolling restart loses nothing then).
+    linger_s: float = 0.0
 
     @property
     def policy(self) -> TrustPolicy:
@@ -86,7 +91,7 @@ def link_settings(table: Mapping[str, Any], where: str, refresh_s: float) -> Lin
     Raises ConfigError naming the key."""
     urls = table.get("directory_url")
     if urls is None:
-        for key in ("directory_authorities", "directory_threshold", "directory_heartbeat_s"):
+        for key in ("directory_authorities", "directory_threshold", "directory_heartbeat_s", "directory_linger_s"):
             if key in table:
                 raise ConfigError(f"{where}.{key}: only with {where}.directory_url (--directory-url)")
         return None
@@ -114,7 +119,11 @@ def link_settings(table: Mapping[str, Any], where: str, refresh_s: float) -> Lin
     heartbeat_s = table.get("directory_heartbeat_s", DEFAULT_HEARTBEAT_S)
     if isinstance(heartbeat_s, bool) or not isinstance(heartbeat_s, (int, float)) or not heartbeat_s > 0:
         raise ConfigError(f"{where}.directory_heartbeat_s: a number > 0, got {heartbeat_s!r}")
-    return LinkSettings(tuple(u.rstrip("/") for u in urls), authorities, threshold, float(heartbeat_s), refresh_s)
+    linger_s = table.get("directory_linger_s", 0.0)
+    if isinstance(linger_s, bool) or not isinstance(linger_s, (int, float)) or not linger_s >= 0:
+        raise ConfigError(f"{where}.directory_linger_s: a number >= 0, got {linger_s!r}")
+    return LinkSettings(tuple(u.rstrip("/") for u in urls), authorities, threshold, float(heartbeat_s), refresh_s,
+                        float(linger_s))
 
 
 def _authority_key(value: object, where: str) -> bytes:
@@ -183,7 +192,11 @@ class DirectoryLink:
             log.info("directory: drain posted; the next document leaves this node out")
 
     async def leave(self) -> None:
-        """Stop heartbeating and tell the directory this node is draining (bounded: `drain_post_s`)."""
+        """Stop heartbeating and tell the directory this node is draining (bounded: `drain_post_s`),
+        then linger `linger_s` (still forwarding) so that clients move off before it stops."""
         self._leaving.set()
         if self._running:
             await self._done.wait()
+        if self.settings.linger_s > 0:
+            log.info("directory: lingering %.1f s so that clients move their routes off this node", self.settings.linger_s)
+            await asyncio.sleep(self.settings.linger_s)

@@ -174,7 +174,7 @@ class Client:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.time,
         directory_service: DirectoryClient | None = None,
-        directory_refresh_s: float = 60.0,
+        directory_refresh_s: float = 10.0,
         routes: int = DEFAULT_WIDTH,
         low_latency: bool = False,
     ) -> None:
