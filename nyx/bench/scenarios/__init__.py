@@ -40,7 +40,9 @@ REPLAYS: dict[str, str] = {
     "SCL-038": "scl_038",
     "SCL-039": "scl_039",
     "SCL-044": "scl_044",
+    "SCL-045": "scl_045",
     "SCL-046": "scl_046",
+    "SCL-050": "scl_050",
 }
 
 
