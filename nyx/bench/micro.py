@@ -25,6 +25,7 @@ SECTIONS = (
     ("stream", "nyx.bench.micro_stream"),
     ("gateway", "nyx.bench.micro_gateway"),  # memory of 100,000 idle sessions: minutes, not a timing
     ("e2e", "nyx.bench.micro_e2e"),  # overhead per hop beyond mix delays; gateway processes forwarding
+    ("multipath", "nyx.bench.micro_multipath"),  # one stream over 1, 3, 5 routes: no loss, 5% per link, a failed mix
 )
 """Every section and its module, in the order the table prints them."""
 
