@@ -113,6 +113,8 @@ async def test_a_node_that_cannot_start_is_named_with_its_log_and_nothing_is_lef
 
 
 def test_python_m_nyx_testnet_check_only_runs_real_processes_and_exits_0() -> None:
+    """The default: the nodes register with a directory service process (--static-directory: a
+    file; Testnet's default, used by tests/test_stream_end_to_end.py)."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(CODE_ROOT), os.environ.get("PYTHONPATH")) if p)}
     done = subprocess.run(
         [sys.executable, "-m", "nyx.testnet", "--check-only", "--socks5", "127.0.0.1:0", "--clients", "2"],
@@ -121,7 +123,8 @@ def test_python_m_nyx_testnet_check_only_runs_real_processes_and_exits_0() -> No
     out = done.stdout
     assert done.returncode == 0, f"stdout:\n{out}\nstderr:\n{done.stderr[-3000:]}"
     assert "nyx testnet up in" in out and "3 layers x 1 mixes, 2 gateways (gw-1, gw-2)" in out
-    assert out.count("probe:") == 2 and "curl --socks5-hostname 127.0.0.1:" in out and "nyx.Client(" in out
+    assert out.count("probe:") == 2 and "curl --socks5-hostname 127.0.0.1:" in out
+    assert "directory:  http://127.0.0.1:" in out and "nyx.Client.from_directory_service(" in out  # the default
     assert out.count("10000 bytes echoed") == 2
     assert "answered NOT_ALLOWED through the exit" in out and "check: ok" in out
-    assert "stopped: " in out and " failed" not in out  # 6 of 6 exited 0, or some drained incompletely
+    assert "stopped: " in out and " failed" not in out  # 7 of 7 exited 0, or some drained incompletely

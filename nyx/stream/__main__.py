@@ -42,7 +42,12 @@ Flags: `--directory-url URL` and `--authority HEX` (repeatable), `--threshold K`
 **client**: `nyx.Client` on the directory, and `serve_socks5` in front of it: every CONNECT
 becomes a stream to `host:port` through the mixnet, resolved and checked against the allowlist
 at the exit. It prints one JSON line once the front listens (`{"socks5": "127.0.0.1:1080", ...}`)
-and runs until SIGINT or SIGTERM.
+and runs until SIGINT or SIGTERM. The directory is a file (`--directory`) or, instead, the
+directory service: `--directory-url URL` (repeatable: authorities and mirrors) with `--authority
+HEX` (repeatable, required) and `--threshold K`; the client starts on the verified document and
+adopts each newer one (`Client.from_directory_service`).
+
+    python -m nyx.stream client --directory-url http://127.0.0.1:43250 --authority <hex> --socks5 127.0.0.1:1080
 
 This module is a program: it composes the stream layer with the node runtime.
 """
@@ -66,6 +71,7 @@ from typing import Any
 from nyx.cover.client import CoverConfig
 from nyx.cover.rate import RatePolicy
 from nyx.crypto.suites import Suite
+from nyx.directory.agent import DirectoryClient
 from nyx.mix.directory import Directory, DirectoryError, NodeRecord, watch_directory
 from nyx.mix.keystore import KeyStoreError, read_keyring, save_keyring
 from nyx.mix.registration import LINK_KEYS, DirectoryLink, LinkSettings, add_link_arguments, link_settings, with_link_flags
@@ -341,7 +347,13 @@ def parser() -> argparse.ArgumentParser:
     gw.add_argument("--client-rate", type=float, help="client handshakes per minute per address (default 30)")
     add_link_arguments(gw, "gateway")
     cl = sub.add_parser("client", help="run a client with a SOCKS5 front")
-    cl.add_argument("--directory", required=True, help="directory JSON file")
+    source = cl.add_mutually_exclusive_group(required=True)
+    source.add_argument("--directory", help="directory JSON file")
+    source.add_argument("--directory-url", action="append", metavar="URL",
+                        help="directory service or mirror (repeatable; instead of --directory)")
+    cl.add_argument("--authority", action="append", default=[], metavar="HEX",
+                    help="trusted directory authority key (repeatable; required with --directory-url)")
+    cl.add_argument("--threshold", type=int, default=1, help="signatures a document needs (default 1)")
     cl.add_argument("--socks5", required=True, metavar="HOST:PORT", help="where the SOCKS5 front listens")
     cl.add_argument("--gateway", help="entry gateway id (default: drawn from the directory)")
     cl.add_argument("--exit", help="exit gateway id (default: drawn, other than the entry)")
@@ -403,7 +415,11 @@ def client_main(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s client %(name)s: %(message)s")
     try:
         host, port = _host_port(args.socks5)
-        directory = Directory.load(Path(args.directory))
+        directory: Directory | LinkSettings
+        if args.directory_url:
+            directory = _client_link(args)
+        else:
+            directory = Directory.load(Path(args.directory))
         cover = None
         if not args.no_cover:
             rate = args.cover_rate if args.cover_rate is not None else RatePolicy().base_pps
@@ -417,13 +433,53 @@ def client_main(args: argparse.Namespace) -> int:
         return EXIT_INTERRUPTED
 
 
-async def _client(directory: Directory, host: str, port: int, args: argparse.Namespace, cover: CoverConfig | None) -> int:
+def _client_link(args: argparse.Namespace) -> LinkSettings:
+    """The directory service the client follows (`--directory-url`, `--authority`, `--threshold`)."""
+    urls = tuple(url.rstrip("/") for url in args.directory_url)
+    bad = [url for url in urls if not url.startswith(("http://", "https://"))]
+    if bad:
+        raise ValueError(f"--directory-url {bad[0]!r}: expected an http(s) URL")
+    if not args.authority:
+        raise ValueError("--directory-url needs --authority HEX (the key `python -m nyx.directory serve` prints): "
+                         "documents nobody can verify are never followed")
+    keys = set()
+    for value in args.authority:
+        try:
+            key = bytes.fromhex(value)
+        except ValueError:
+            key = b""
+        if len(key) != 32:
+            raise ValueError(f"--authority {value!r}: expected 64 hex digits (an Ed25519 public key)")
+        keys.add(key)
+    if not 1 <= args.threshold <= len(keys):
+        raise ValueError(f"--threshold: 1 to {len(keys)} (the distinct authority keys given), got {args.threshold}")
+    return LinkSettings(urls, frozenset(keys), args.threshold)
+
+
+async def _client(directory: Directory | LinkSettings, host: str, port: int, args: argparse.Namespace,
+                  cover: CoverConfig | None) -> int:
+    if isinstance(directory, Directory):
+        return await _client_on(directory, None, host, port, args, cover)
+    async with DirectoryClient(directory.urls, directory.policy) as service:
+        try:
+            await service.refresh()
+        except DirectoryError as exc:
+            log.error("cannot start: %s", exc)
+            return EXIT_CONFIG
+        body = service.holder.current
+        assert body is not None  # refresh raises otherwise
+        log.info("directory: epoch %d from %s, %d nodes", body.epoch, ", ".join(directory.urls), len(body.nodes))
+        return await _client_on(body.directory(), service, host, port, args, cover)
+
+
+async def _client_on(directory: Directory, service: DirectoryClient | None, host: str, port: int,
+                     args: argparse.Namespace, cover: CoverConfig | None) -> int:
     loop = asyncio.get_running_loop()
     stop = loop.create_future()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, lambda s=signum: stop.done() or stop.set_result(s))
     try:
-        client = Client(directory, gateway=args.gateway, exit=args.exit, cover=cover)
+        client = Client(directory, gateway=args.gateway, exit=args.exit, cover=cover, directory_service=service)
         await client.start()
     except ClientError as exc:
         log.error("cannot start: %s", exc)

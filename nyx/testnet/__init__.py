@@ -7,7 +7,8 @@
             reader, writer = await client.open_connection("echo")
 
 `Testnet` (`nyx.testnet.local`) runs every node as a real process (`python -m nyx.mix`, `python -m
-nyx.stream gateway`) over real QUIC on 127.0.0.1; `SimTestnet` (`nyx.testnet.sim`) runs the same
+nyx.stream gateway`) over real QUIC on 127.0.0.1, on a directory file or (`directory_service=True`)
+registered with a `python -m nyx.directory serve` process; `SimTestnet` (`nyx.testnet.sim`) runs the same
 node classes in this process over `SimTransport`, for scale (tens of nodes start in a second).
 `python -m nyx.testnet` is the program around both (docs/stream.md, "A local testnet").
 """

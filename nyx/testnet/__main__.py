@@ -3,11 +3,16 @@
     python -m nyx.testnet                         # 3 mixes, 2 gateways, SOCKS5 on 127.0.0.1:1080
     python -m nyx.testnet --allow 127.0.0.1:8000  # the exits may dial this (curl through it)
     python -m nyx.testnet --check-only            # start, check, stop: exit 0 if it all works
+    python -m nyx.testnet --static-directory      # no directory service: the nodes read directory.json
     python -m nyx.testnet --sim --mixes-per-layer 10 --gateways 10   # one process, simulated links
 
 Real mode runs `nyx.testnet.Testnet` (every node a process, real QUIC on 127.0.0.1) and a
 `python -m nyx.stream client --socks5` in front of it, prints how to use it, and runs until Ctrl-C
-or SIGTERM, then stops every child (each drains) and exits 0. `--sim` runs `SimTestnet` (the
+or SIGTERM, then stops every child (each drains) and exits 0. The nodes register with a
+directory service process the testnet starts with them (`python -m nyx.directory serve`) and
+follow its signed documents, as do the clients (`--directory-service`, the default); with
+`--static-directory` they read a `directory.json` written before they start instead (one process
+fewer, no HTTP, about 2 s faster to start). `--sim` runs `SimTestnet` (the
 same node classes in this process over SimTransport): N clients echo through it, the results
 are printed, and it stays up until Ctrl-C (or exits at once with `--check-only`).
 Exit codes: 0 ok, 1 a check failed or a node failed (crashed, was killed: `ChildExit.failed`;
@@ -62,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
                         "is taken); 'off' for none")
     p.add_argument("--cover-rate", type=float, help="the SOCKS5 client's cover rate, packets/s (default 5)")
     p.add_argument("--mean-delay", type=float, help="mean delay per mix hop, seconds (default 0.005)")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--directory-service", dest="directory_service", action="store_true", default=True,
+                        help="run `python -m nyx.directory serve` with the nodes; they register with it, and the "
+                             "clients follow its signed documents (the default)")
+    source.add_argument("--static-directory", dest="directory_service", action="store_false",
+                        help="no directory service: write a directory.json that every node and client reads")
     p.add_argument("--sim", action="store_true", help="one process over simulated links (no SOCKS5 front)")
     p.add_argument("--check-only", action="store_true", help="start, run the self-check, stop")
     p.add_argument("--clients", type=int, default=3, help="clients in the self-check (default 3)")
@@ -129,10 +140,11 @@ def socks5_address(arg: str | None) -> str | None:
 
 async def run_real(args: argparse.Namespace, options: TestnetOptions) -> int:
     stop = stop_event()
-    net = Testnet(options=options, workdir=args.dir, check_exit=False)
+    net = Testnet(options=options, workdir=args.dir, check_exit=False, directory_service=args.directory_service)
     where = "kept" if args.dir else "removed at exit; --dir DIR keeps them"
     count = options.layers * options.mixes_per_layer + options.gateways
-    print(f"starting {count} nodes in {net.workdir} ({where}) ...", flush=True)
+    service = " and a directory service" if args.directory_service else ""
+    print(f"starting {count} nodes{service} in {net.workdir} ({where}) ...", flush=True)
     starting = asyncio.ensure_future(net.start())
     try:
         if not await until(stop, starting):
@@ -189,7 +201,7 @@ async def real_check(net: Testnet, args: argparse.Namespace) -> bool:
     pairs = [(gateways[i % len(gateways)], gateways[(i + 1) % len(gateways)]) for i in range(args.clients)]
     async with asyncio.TaskGroup() as tg:
         checks = [tg.create_task(echo_with_retries(
-            lambda entry=entry, exit=exit: echo_once(net.directory_path, entry, exit, args.check_bytes, 30.0, cover=None),
+            lambda entry=entry, exit=exit: echo_once(net.client, entry, exit, args.check_bytes, 30.0, cover=None),
             3)) for entry, exit in pairs]
     results = [c.result() for c in checks]
     ok = print_results("clients", results)
@@ -236,11 +248,18 @@ def example_url(allow: Sequence[str]) -> tuple[str, str]:
 def print_usage(net: Testnet, args: argparse.Namespace) -> None:
     options = net.options
     directory = net.directory_path
+    if directory is not None:
+        where = [f"  directory:  {directory}"]
+    else:
+        where = [f"  directory:  {net.directory_url} (a directory service, log {net.log_path('directory')}), "
+                 f"documents signed by",
+                 f"              {net.directory_authority}",
+                 f"              python -m nyx.directory show --url {net.directory_url} --authority {net.directory_authority}"]
     lines = [
         "",
         f"nyx testnet up in {net.startup_s:.1f} s: {options.layers} layers x {options.mixes_per_layer} mixes, "
         f"{options.gateways} gateways ({', '.join(net.gateway_ids)}), each a process on {HOST} over QUIC",
-        f"  directory:  {directory}",
+        *where,
         f"  node logs:  {net.logs_dir}/<node>.log (stderr of each; configs in {net.workdir}/<node>.toml)",
         f"  exits may dial: {', '.join(options.allow) if options.allow else 'nothing but the echo and discard services'}",
         *(f"  probe:      {r.line()}" for r in net.probe_results),
@@ -253,23 +272,30 @@ def print_usage(net: Testnet, args: argparse.Namespace) -> None:
             f"SOCKS5 front (python -m nyx.stream client, log {net.log_path('socks5-client')}): {host}:{port}",
             f"  curl --socks5-hostname {host}:{port} {url}{note}",
         ]
-    lines += [
-        "",
-        f"From Python (with {CODE_ROOT} on PYTHONPATH):",
-        "",
-        "    import asyncio",
-        "    import nyx",
-        "",
-        "    async def main() -> None:",
-        f"        async with nyx.Client({json.dumps(str(directory))}) as client:",
+    use = [
         "            reader, writer = await client.open_connection(\"echo\")",
         "            writer.write(b\"hello, mixnet\")",
         "            writer.write_eof()",
         "            print(await reader.read())",
-        "",
-        "    asyncio.run(main())",
-        "",
     ]
+    if directory is not None:
+        snippet = ["    import asyncio", "    import nyx", "", "    async def main() -> None:",
+                   f"        async with nyx.Client({json.dumps(str(directory))}) as client:", *use]
+    else:
+        snippet = [
+            "    import asyncio",
+            "    import nyx",
+            "    from nyx.directory.agent import DirectoryClient",
+            "    from nyx.directory.document import TrustPolicy",
+            "",
+            f"    POLICY = TrustPolicy(frozenset({{bytes.fromhex({json.dumps(net.directory_authority)})}}), 1)",
+            "",
+            "    async def main() -> None:",
+            f"        async with DirectoryClient([{json.dumps(net.directory_url)}], POLICY) as directory:",
+            "            async with await nyx.Client.from_directory_service(directory) as client:",
+            *("    " + line for line in use),
+        ]
+    lines += ["", f"From Python (with {CODE_ROOT} on PYTHONPATH):", "", *snippet, "", "    asyncio.run(main())", ""]
     print("\n".join(lines), flush=True)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,11 +35,13 @@ from nyx.stream.static_keys import load_or_create_stream_keys
 
 __all__ = [
     "DIRECTORY_FILE",
+    "DirectoryEndpoint",
     "HOST",
     "NodePlan",
     "Role",
     "SUITES",
     "TestnetOptions",
+    "free_tcp_port",
     "free_udp_ports",
     "node_names",
     "prepare_keys",
@@ -52,6 +55,18 @@ DIRECTORY_FILE = "directory.json"
 SUITES = (Suite.HYBRID,)
 
 Role = Literal["mix", "gateway"]
+
+
+@dataclass(frozen=True, slots=True)
+class DirectoryEndpoint:
+    """A directory service, as `python -m nyx.directory serve` announces itself: its URL and the
+    hex Ed25519 key its documents are signed with (what nodes and clients pin), and its
+    `--heartbeat-s` (nodes heartbeat three times as often; a node also retries its registration
+    that often while the service is not up yet)."""
+
+    url: str
+    authority: str
+    heartbeat_s: float = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +180,28 @@ def free_udp_ports(count: int, host: str = HOST) -> list[int]:
             s.close()
 
 
+def free_tcp_port(host: str = HOST) -> int:
+    """A TCP port free on `host` right now, for a listener whose address must be known before it
+    starts (the directory service's URL goes into every config). Drawn below the kernel's
+    ephemeral range: outgoing connections take their ports from that range, so on a busy machine
+    one could take a port drawn from it before the listener binds; below it only an explicit
+    bind can. (Port 0 where the range leaves no room below it.)"""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = random.SystemRandom()
+    for _ in range(100):
+        port = rng.randrange(10000, low) if low > 11000 else 0
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return int(s.getsockname()[1])
+    raise OSError(f"no free TCP port on {host}")
+
+
 def _toml(value: object) -> str:
     """A TOML value for the few kinds a config holds (a JSON string is a TOML basic string)."""
     if isinstance(value, bool):
@@ -178,16 +215,22 @@ def _toml(value: object) -> str:
     raise TypeError(f"no TOML for {value!r}")
 
 
-def config_text(plan: NodePlan, options: TestnetOptions, directory: Path) -> str:
-    """The node's TOML config: the runtime's tables, then its kind's table."""
+def config_text(plan: NodePlan, options: TestnetOptions, directory: Path | DirectoryEndpoint) -> str:
+    """The node's TOML config: the runtime's tables, then its kind's table. `directory`: the
+    static file the node re-reads, or the directory service it registers with and follows."""
     tables: dict[str, dict[str, object]] = {
         "transport": {"host": HOST, "port": plan.record.port},
         "metrics": {"host": HOST, "port": 0 if options.metrics else -1},
         "log": {"level": options.log_level},
         "runtime": {"drain_timeout_s": options.drain_timeout_s},
     }
+    source: dict[str, object] = (
+        {"directory_url": directory.url, "directory_authorities": [directory.authority],
+         "directory_heartbeat_s": directory.heartbeat_s / 3}
+        if isinstance(directory, DirectoryEndpoint) else {"directory": str(directory)}
+    )
     common: dict[str, object] = {
-        "directory": str(directory),
+        **source,
         "epoch_s": options.epoch_s,
         "overlap_s": options.overlap_s,
         "replay_capacity": options.replay_capacity,
@@ -206,7 +249,7 @@ def config_text(plan: NodePlan, options: TestnetOptions, directory: Path) -> str
     return "\n".join(lines) + "\n"
 
 
-def write_config(plan: NodePlan, options: TestnetOptions, directory: Path) -> None:
+def write_config(plan: NodePlan, options: TestnetOptions, directory: Path | DirectoryEndpoint) -> None:
     plan.config_path.write_text(config_text(plan, options, directory))
 
 

@@ -9,6 +9,7 @@ the testnet makes one before it says "ready", and the program's self-check is N 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
@@ -46,17 +47,20 @@ class EchoResult:
         return f"{self.entry} -> {self.exit}: {self.size} bytes echoed in {self.seconds:.2f} s{tries}: {status}"
 
 
-async def echo_once(directory: Directory | Path, entry: str, exit: str, size: int, timeout_s: float,
-                    **client_options: Any) -> EchoResult:
+async def echo_once(directory: Directory | Path | Callable[..., Client], entry: str, exit: str, size: int,
+                    timeout_s: float, **client_options: Any) -> EchoResult:
     """Open a `Client` (entry `entry`, exit `exit`, `client_options` such as `cover=None` or a
     transport factory), echo `size` random bytes, compare, close. Never raises for a failure of
-    the network: the result says what failed."""
+    the network: the result says what failed. `directory`: the client's directory, or a function
+    that makes the client (`gateway=`, `exit=` and `client_options` as keywords), such as
+    `Testnet.client` (on a directory service, it follows the verified document)."""
     payload = os.urandom(size)
     started = time.perf_counter()
     error: str | None = None
+    make = directory if callable(directory) else functools.partial(Client, directory)
     try:
         async with asyncio.timeout(timeout_s):
-            async with Client(directory, gateway=entry, exit=exit, **client_options) as client:
+            async with make(gateway=entry, exit=exit, **client_options) as client:
                 reader, writer = await client.open_connection("echo")
                 writer.write(payload)
                 await writer.drain()
