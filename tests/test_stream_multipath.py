@@ -22,6 +22,18 @@ def new_client(net: Mixnet, routes: int) -> Client:
     return net.client(gateway="gw-01", exit="gw-02", routes=routes, rng=random.Random(7))
 
 
+async def settle(client: Client, dead: set[str], tries: int = 5) -> None:
+    """Echo a little until no route holds a dead mix (one no route has tried yet is found only
+    by trying it), then check none does."""
+    for _ in range(tries):
+        (_, forward, replies), = client.route_schedulers()
+        if not any(set(r.mixes) & dead for r in forward.active() + replies.active()):
+            return
+        await echo_while(client, 20_000, lambda: None)
+    (_, forward, replies), = client.route_schedulers()
+    assert not any(set(r.mixes) & dead for r in forward.active() + replies.active())
+
+
 async def echo_while(client: Client, size: int, during) -> bytes:  # type: ignore[no-untyped-def]
     """Echo `size` bytes in chunks; call `during()` once a third has been written."""
     reader, writer = await asyncio.wait_for(client.open_connection("echo"), 20)
@@ -83,9 +95,7 @@ async def test_every_mix_of_one_layer_in_one_region_killed_streams_continue_on_t
                     net.fail(node)
 
             await echo_while(client, 80_000, kill_region_layer)
-            session = next(iter(client._sessions.values()))
-            assert session.routes is not None
-            assert not {m for r in session.routes.active() for m in r.mixes} & set(dead)
+            await settle(client, set(dead))
 
     await asyncio.wait_for(run(body), 90)
 
@@ -106,5 +116,46 @@ async def test_with_multipath_off_a_failure_costs_a_retransmission_never_data() 
             assert session.routes is not None and len(session.routes.active()) == 1
             assert session.routes.active()[0].mixes != used[0]
             assert session.core.session is not None and session.core.session._recovery.lost_total + client.records_resent > 0
+
+    await asyncio.wait_for(run(body), 90)
+
+
+async def test_a_mix_only_on_reply_routes_killed_the_reply_route_is_replaced_and_no_byte_lost() -> None:
+    async def body(net: Mixnet) -> None:
+        async with new_client(net, 5) as client:
+            victims: list[str] = []
+
+            def kill_a_reply_mix() -> None:
+                session = next(iter(client._sessions.values()))
+                assert session.routes is not None and session.reply_routes is not None
+                forward = {m for r in session.routes.active() for m in r.mixes}
+                only_replies = [m for r in session.reply_routes.active() for m in r.mixes if m not in forward]
+                assert only_replies, "every reply mix is also on a forward route (change the seed)"
+                victims.append(only_replies[0])
+                net.fail(victims[0])
+
+            await echo_while(client, 120_000, kill_a_reply_mix)
+            session = next(iter(client._sessions.values()))
+            assert session.reply_routes is not None and session.reply_routes.replaced >= 1
+            assert all(victims[0] not in r.mixes for r in session.reply_routes.active())
+
+    await asyncio.wait_for(run(body), 90)
+
+
+async def test_low_latency_routes_stay_in_the_entrys_region_and_leave_it_when_it_fails() -> None:
+    async def body(net: Mixnet) -> None:
+        client = net.client(gateway="gw-01", exit="gw-02", routes=5, low_latency=True, rng=random.Random(3))
+        home = net.regions["gw-01"]
+        async with client:
+
+            def fail_home_layer_2() -> None:
+                (_, forward, replies), = client.route_schedulers()
+                assert {net.regions[m] for r in forward.active() + replies.active() for m in r.mixes} == {home}
+                for node in [n for n in net.mix_keys if n.startswith("mix-2-") and net.regions[n] == home]:
+                    net.fail(node)
+
+            await echo_while(client, 80_000, fail_home_layer_2)
+            await settle(client, net.network.model.failed_nodes)
+            assert client.metric_values()["latency_cross_region"] > 0  # the exit is in the other region
 
     await asyncio.wait_for(run(body), 90)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from nyx.stream.routes import RouteBuildError, RouteScheduler
+from nyx.stream.routes import RouteBuildError, RouteScheduler, disjoint_first
 
 LAYERS = [[f"m{layer}-{i}" for i in range(6)] for layer in (1, 2, 3)]
 
@@ -15,7 +15,7 @@ LAYERS = [[f"m{layer}-{i}" for i in range(6)] for layer in (1, 2, 3)]
 def builder(layers: list[list[str]] = LAYERS, seed: int = 1):  # type: ignore[no-untyped-def]
     rng = random.Random(seed)
 
-    def build(avoid: frozenset[str]) -> tuple[str, ...]:
+    def pick(avoid: frozenset[str]) -> tuple[str, ...]:
         route = []
         for layer in layers:
             usable = [m for m in layer if m not in avoid]
@@ -24,7 +24,7 @@ def builder(layers: list[list[str]] = LAYERS, seed: int = 1):  # type: ignore[no
             route.append(rng.choice(usable))
         return tuple(route)
 
-    return build
+    return disjoint_first(pick)
 
 
 def test_routes_are_disjoint_at_every_layer_when_the_directory_allows() -> None:
@@ -63,17 +63,32 @@ def test_three_losses_in_a_row_suspect_a_route_hand_back_its_records_and_replace
     scheduler.on_lost(3, 5.3)
     assert bad.active
     scheduler.on_lost(4, 5.4)
+    assert bad.active  # a grace of about its round trip (0.5 s) for a late ACK
+    scheduler.maintain(5.8)
+    assert bad.active
+    scheduler.maintain(5.95)
     assert not bad.active and "3 records lost" in bad.reason
     assert scheduler.take_orphans() == [5, 6, 7, 8, 9]
     assert scheduler.take_orphans() == []
-    scheduler.maintain(5.5)
     assert len(scheduler.active()) == 3
-    new = [r for r in scheduler.active() if r.created_at == 5.5]
+    new = [r for r in scheduler.active() if r.created_at == 5.95]
     assert len(new) == 1 and not set(new[0].mixes) & set(bad.mixes)
-    assert all(r.route_id != bad.route_id for r in [scheduler.pick(5.6) for _ in range(30)])  # type: ignore[union-attr]
-    scheduler.on_sent(new[0], 100, 5.8)
-    assert scheduler.failovers_s == [pytest.approx(5.8 - 5.2)]  # from the first loss of the run
-    assert scheduler.reconfigurations_s == [pytest.approx(5.8 - 5.4)]  # from the suspicion
+    assert all(r.route_id != bad.route_id for r in [scheduler.pick(6.0) for _ in range(30)])  # type: ignore[union-attr]
+    scheduler.on_sent(new[0], 100, 6.1)
+    assert scheduler.failovers_s == [pytest.approx(6.1 - 5.2)]  # from the first loss of the run
+    assert scheduler.reconfigurations_s == [pytest.approx(6.1 - 5.95)]  # from the suspicion
+
+
+def test_a_route_that_is_only_slow_is_cleared_by_a_late_ack_within_its_grace() -> None:
+    scheduler = RouteScheduler(builder(), 0.0, width=2)
+    slow = scheduler.active()[0]
+    for pn in range(5):
+        scheduler.on_sent(slow, pn, 1.0)
+    for pn in range(3):
+        scheduler.on_lost(pn, 2.0)  # the session's timer gave up on them...
+    scheduler.on_acked(1, 1.3, 2.2)  # ... and an ACK for one arrives late
+    scheduler.maintain(10.0)
+    assert slow.active and slow.lost_in_a_row == 0
 
 
 def test_a_mix_reported_failing_takes_down_every_route_through_it() -> None:
@@ -111,7 +126,7 @@ def test_routes_are_rotated_after_their_lifetime_without_counting_a_failure() ->
 
 
 def test_with_no_route_possible_pick_returns_none() -> None:
-    def nothing(avoid: frozenset[str]) -> tuple[str, ...]:
+    def nothing(avoid: frozenset[str], spread: frozenset[str]) -> tuple[str, ...]:
         raise RouteBuildError("no mixes")
 
     scheduler = RouteScheduler(nothing, 0.0)
@@ -124,3 +139,30 @@ def test_records_never_judged_are_forgotten_beyond_a_bound() -> None:
     for pn in range(10_000):  # ACK-only records: never acked as eliciting, never declared lost
         scheduler.on_sent(route, pn, 0.0)
     assert len(route.in_flight) <= 4096
+
+
+def test_a_surb_overtaken_by_many_later_ones_is_declared_lost_and_reordering_is_not() -> None:
+    from nyx.stream.routes import SurbWatch
+
+    watch = SurbWatch(overtaken=4)
+    for seq in range(10):
+        watch.issued(seq)
+    assert watch.returned(2) == [] and watch.returned(1) == []  # reordering: overtaken by one
+    lost: list[int] = []
+    for seq in (3, 4, 5, 6):
+        lost += watch.returned(seq)
+    assert lost == [0]  # overtaken by 2, 3, 4 and 5 (1 came back); 7..9 still pending
+    assert watch.returned(9) == []
+
+
+def test_a_mix_that_left_the_directory_is_usable_again_once_listed() -> None:
+    scheduler = RouteScheduler(builder(), 0.0, width=5, avoid_s=0.0)
+    gone = scheduler.active()[0].mixes[0]
+    everyone = [m for layer in LAYERS for m in layer]
+    scheduler.on_directory([m for m in everyone if m != gone], 1.0)
+    assert gone in scheduler._suspect_nodes
+    scheduler.on_directory(everyone, 2.0)  # restarted and listed again
+    assert gone not in scheduler._suspect_nodes
+    scheduler.suspect_node("m2-5", 3.0, "loop cover lost through it")
+    scheduler.on_directory(everyone, 4.0)  # a listed mix named by loop cover stays avoided
+    assert "m2-5" in scheduler._suspect_nodes

@@ -73,7 +73,16 @@ from nyx.stream.events import DeliveryReport, SessionClosed
 from nyx.stream.handshake import Initiator
 from nyx.stream.handshake.messages import SUPPORTED_VERSIONS
 from nyx.stream.shell import NyxStreamReader, NyxStreamWriter, SessionStreams, wake_or_deadline
-from nyx.stream.routes import DEFAULT_WIDTH, MAX_WIDTH, Route, RouteBuildError, RouteScheduler
+from nyx.stream.routes import (
+    DEFAULT_WIDTH,
+    MAX_WIDTH,
+    MixEvidence,
+    Route,
+    RouteBuildError,
+    RouteScheduler,
+    SurbWatch,
+    disjoint_first,
+)
 from nyx.stream.socks import ConnectFailure
 from nyx.stream.session import SessionConfig
 from nyx.stream.surbs import SurbPolicy
@@ -94,6 +103,7 @@ SURB_KEEP_S = 3 * 3600.0
 MAX_SURB_KEYS = 200_000
 BACKLOG_RECHECK_S = 0.01
 LOOP_CHECK_S = 1.0  # how often loop-cover suspects are looked at
+SILENT_FAILOVERS = 2  # forward routes failed in a row without an ACK: suspect the reply routes
 
 
 class ClientError(ConnectionError):
@@ -136,7 +146,8 @@ def _record_pn(envelope: bytes) -> int | None:
 class _ClientSession:
     """One session to one exit: its core, and its streams once the exit accepted."""
 
-    __slots__ = ("exit_id", "core", "streams", "opened", "routes", "reply_routes")
+    __slots__ = ("exit_id", "core", "streams", "opened", "routes", "reply_routes", "surb_watch", "surb_seq",
+)
 
     def __init__(self, exit_id: str, core: ClientCore, opened: asyncio.Future[None]) -> None:
         self.exit_id = exit_id
@@ -145,6 +156,8 @@ class _ClientSession:
         self.opened = opened
         self.routes: RouteScheduler | None = None  # forward routes [L1..Ln] to the exit
         self.reply_routes: RouteScheduler | None = None  # the routes of the SURBs we hand the exit
+        self.surb_watch = SurbWatch()  # loss on reply routes: SURBs overtaken by later ones
+        self.surb_seq = 0
 
     @property
     def usable(self) -> bool:
@@ -196,7 +209,6 @@ class Client:
         if not 1 <= routes <= MAX_WIDTH:
             raise ValueError(f"routes: 1..{MAX_WIDTH}, got {routes}")
         self.route_width = routes
-        self.home_region = self.entry.region if low_latency else None
         self._loop_suspects: set[str] = set()
         self._loop_check_at = 0.0
         self.rng = rng or random.SystemRandom()
@@ -211,6 +223,8 @@ class Client:
         elif (entry := self.directory.nodes.get(gateway)) is None or entry.role != "gateway":
             raise NoRouteError(f"gateway {gateway!r} is not a gateway in the directory")
         self.entry: NodeRecord = entry
+        self.home_region = entry.region if low_latency else None
+        self.mix_evidence = MixEvidence()  # what every route of every session showed about each mix
         self.default_exit = exit
         self._transport_arg = transport
         self.cover_config = cover
@@ -232,10 +246,13 @@ class Client:
         self.sessions_opened = 0
         self.directory_updates = 0
         self.records_resent = 0  # records given up on a failed route and resent at once
+        self.cross_region_rtt = SampleWindow(1024)  # record -> ACK on routes that cross regions
         self.queue_wait = SampleWindow(1024)  # write() to taken by the session, per write
         self._sessions: dict[str, _ClientSession] = {}
         self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
-        self._surb_keys: collections.OrderedDict[bytes, tuple[float, SurbKeys, _ClientSession]] = collections.OrderedDict()
+        # surb id -> (issued at, keys, session, the session's SURB sequence number)
+        self._surb_keys: collections.OrderedDict[bytes, tuple[float, SurbKeys, _ClientSession, int]] = (
+            collections.OrderedDict())
         self._wakeup = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._started: asyncio.Future[None] | None = None
@@ -264,6 +281,12 @@ class Client:
                 continue
             if body is not None:
                 self.update_directory(body.directory())
+
+    def route_schedulers(self) -> list[tuple[str, RouteScheduler, RouteScheduler]]:
+        """(exit id, forward routes, reply routes) of every session: for measurements and
+        operators (failovers_s, reconfigurations_s, the routes in use). Read-only use."""
+        return [(exit_id, s.routes, s.reply_routes) for exit_id, s in self._sessions.items()
+                if s.routes is not None and s.reply_routes is not None]
 
     def update_directory(self, directory: Directory) -> None:
         """Adopt a newer directory (the refresh task calls this for each verified document; an
@@ -419,8 +442,8 @@ class Client:
         opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         holder: list[_ClientSession] = []
         now = self.clock()
-        forward = RouteScheduler(self._route_builder(exit_id), now, width=self.route_width)
-        replies = RouteScheduler(self._route_builder(None), now, width=self.route_width)
+        forward = RouteScheduler(self._route_builder(exit_id), now, width=self.route_width, evidence=self.mix_evidence)
+        replies = RouteScheduler(self._route_builder(None), now, width=self.route_width, evidence=self.mix_evidence)
         core = ClientCore(
             Initiator(keys, preference=[s for s in self.suites if s in keys], versions=self.versions),
             dataclasses.replace(self.session_config, report_deliveries=True),
@@ -451,25 +474,31 @@ class Client:
     def _forward_route(self, epoch: int, exit_id: str) -> list[Hop]:
         return [self.entry.hop(epoch), *select_route(self.directory, epoch, exit_node=exit_id, rng=self.rng)]
 
-    def _route_builder(self, exit_id: str | None) -> Callable[[frozenset[str]], tuple[str, ...]]:
-        """Builds the mixes of one route (one per layer) from the whole directory, avoiding some;
-        for a forward route to `exit_id`, or a reply route back to the entry (None)."""
+    def _route_builder(self, exit_id: str | None) -> Callable[[frozenset[str], frozenset[str]], tuple[str, ...]]:
+        """Builds the mixes of one route (one per layer) from the whole directory: never through
+        `avoid`, disjoint from `spread` where it can be; for a forward route to `exit_id`, or a
+        reply route back to the entry (None). A low-latency client gives up disjointness before it
+        leaves its home region, and leaves it only when the region cannot serve a route."""
 
-        def build(avoid: frozenset[str]) -> tuple[str, ...]:
+        def pick(avoid: frozenset[str]) -> tuple[str, ...]:
             try:
                 ends = [self.entry] + ([self.directory.nodes[exit_id]] if exit_id is not None else [])
                 epoch = self._epoch(*ends)
-                if self.home_region is not None:  # inside the home region if it can serve the route
-                    abroad = {n for n, r in self.directory.nodes.items() if r.role == "mix" and r.region != self.home_region}
-                    try:
-                        chosen = select_layers(self.directory, epoch, self.rng, avoid=avoid | abroad)
-                        return tuple(r.node_id for r in chosen)
-                    except DirectoryError:
-                        pass  # the home region lost a layer: leave it
                 chosen = select_layers(self.directory, epoch, self.rng, avoid=avoid)
             except (DirectoryError, NoRouteError, KeyError) as exc:
                 raise RouteBuildError(str(exc)) from exc
             return tuple(r.node_id for r in chosen)
+
+        def build(avoid: frozenset[str], spread: frozenset[str]) -> tuple[str, ...]:
+            if self.home_region is not None:
+                abroad = frozenset(n for n, r in self.directory.nodes.items()
+                                   if r.role == "mix" and r.region != self.home_region)
+                for within in (avoid | spread | abroad, avoid | abroad):
+                    try:
+                        return pick(within)
+                    except RouteBuildError:
+                        pass  # the home region cannot serve this route: leave it
+            return disjoint_first(pick)(avoid, spread)
 
         return build
 
@@ -551,12 +580,15 @@ class Client:
             for _ in range(count):
                 picked = self._hops(session.reply_routes, epoch, now) if session.reply_routes is not None else None
                 layers = select_route(self.directory, epoch, rng=self.rng) if picked is None else picked[1]
+                seq = session.surb_seq
+                session.surb_seq += 1
                 if picked is not None:
                     assert session.reply_routes is not None
-                    session.reply_routes.on_sent(picked[0], None, now)
+                    session.reply_routes.on_sent(picked[0], seq, now)
+                    session.surb_watch.issued(seq)
                 route = [*layers, self.entry.hop(epoch)]
                 surb, keys = create_surb(route, self.client_id, epoch, fmt=self.packet_format)
-                self._surb_keys[keys.surb_id] = (now, keys, session)
+                self._surb_keys[keys.surb_id] = (now, keys, session, seq)
                 out.append(surb.to_bytes())
         except (DirectoryError, MixPacketError) as exc:
             self.drops["surb_route"] += 1
@@ -614,14 +646,30 @@ class Client:
         if filed is None:
             self.drops["unknown_surb"] += 1  # spent already (a replay) or never ours
             return
-        _, keys, session = filed
+        issued_at, keys, session, seq = filed
         try:
             message = open_reply(keys, payload, self.packet_format)
         except MixPacketError:
             self.drops["reply_tampered"] += 1
             return
-        session.core.receive(message, self.clock())
+        now = self.clock()
+        session.core.receive(message, now)
+        self._reply_came_back(session, seq, now - issued_at, now)
         self._wakeup.set()
+
+    def _reply_came_back(self, session: _ClientSession, seq: int, age_s: float, now: float) -> None:
+        """A reply on SURB `seq`: its route delivered; SURBs it overtook by far were lost."""
+        replies = session.reply_routes
+        if replies is None:
+            return
+        replies.on_acked(seq, age_s, now)
+        if replies.width < 2:
+            return  # one reply route: a SURB lost on the way to the exit looks the same (see _delivery)
+        lost = session.surb_watch.returned(seq)
+        for earlier in lost:
+            replies.on_lost(earlier, now)
+        if lost and replies.take_orphans():  # a reply route was suspected: its unspent SURBs are
+            replies.maintain(now)             # likely dead too; the exit asks for more as it runs low
 
     def _refused(self, refusal: Refusal) -> None:
         self.refusal = refusal
@@ -690,21 +738,46 @@ class Client:
         if routes is None:
             return
         now = self.clock()
+        exit_region = getattr(self.directory.nodes.get(session.exit_id), "region", None)
         for pn, rtt_s in report.acked:
-            routes.on_acked(pn, rtt_s, now)
+            route = routes.on_acked(pn, rtt_s, now)
+            if route is not None and self._crosses_regions(route, exit_region):
+                self.cross_region_rtt.record(rtt_s)
         for pn in report.lost:
             routes.on_lost(pn, now)
         self._resend_orphans(session, now)
 
+    def _crosses_regions(self, route: Route, exit_region: str | None) -> bool:
+        nodes = self.directory.nodes
+        regions = {self.entry.region, exit_region, *(getattr(nodes.get(m), "region", None) for m in route.mixes)}
+        regions.discard(None)
+        return len(regions) > 1
+
+    def _check_reply_path(self, session: _ClientSession, now: float) -> None:
+        """Route after route given up and no ACK on any: what they share is the way back. The
+        reply routes are replaced too (with one reply route nothing else can tell)."""
+        routes, replies = session.routes, session.reply_routes
+        if routes is None or replies is None or routes.silent_suspicions < SILENT_FAILOVERS:
+            return
+        routes.silent_suspicions = 0
+        for route in replies.active():
+            replies.suspect_route(route, now, "no ACK through any forward route", blame=False)
+        replies.take_orphans()
+        replies.maintain(now)
+
     def _resend_orphans(self, session: _ClientSession, now: float) -> None:
-        """Records in flight on routes just suspected go again now, on the routes that remain."""
-        for scheduler in (session.routes, session.reply_routes):
-            if scheduler is None:
-                continue
-            orphans = scheduler.take_orphans()
+        """Records in flight on routes just suspected go again now, on the routes that remain.
+        (A suspected reply route's orphans are SURBs, not records: nothing to resend.)"""
+        if session.routes is not None:
+            session.routes.maintain(now)  # first: routes whose grace ran out are suspected here
+            orphans = session.routes.take_orphans()
             if orphans and session.core.session is not None:
                 self.records_resent += session.core.session.resend_now(orphans, now)
-            scheduler.maintain(now)
+            session.routes.maintain(now)
+            self._check_reply_path(session, now)
+        if session.reply_routes is not None:
+            session.reply_routes.take_orphans()
+            session.reply_routes.maintain(now)
         self._wakeup.set()
 
     def _check_loops(self, now: float) -> None:
@@ -758,6 +831,9 @@ class Client:
                             for f in s.routes.reconfigurations_s[-1:]]
         if reconfigurations:
             values["route_update_latency"] = max(reconfigurations)
+        if self.cross_region_rtt.count:
+            values["latency_cross_region"] = self.cross_region_rtt.quantile(0.5)
+
         if self.emitter is not None:
             values.update(self.emitter.metric_values())
         return values

@@ -83,8 +83,9 @@ Event = (
 
 @dataclass(frozen=True, slots=True)
 class DeliveryReport:
-    """Which of our records the peer acknowledged (pn, time to acknowledgement in seconds) and
-    which were declared lost, since the last report. Emitted only with
+    """Which of our records the peer acknowledged (pn, time to acknowledgement in seconds; late
+    ACKs for records declared lost included: their route delivers, only slowly) and which were
+    declared lost, since the last report. Emitted only with
     `SessionConfig.report_deliveries`: the client's multipath scheduler weighs and suspects its
     routes by it (nyx.stream.routes)."""
 

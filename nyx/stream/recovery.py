@@ -59,6 +59,7 @@ class AckResult:
     acked: list[SentPacket]  # newly acknowledged, ascending pn
     lost: list[SentPacket]  # declared lost now (by time, with the estimates this ACK updated)
     rtt_sample_s: float | None  # adjusted sample of the largest newly acked ack-eliciting packet
+    late: tuple[SentPacket, ...] = ()  # declared lost before and acknowledged now (spurious losses)
 
 
 class DelayEstimator:
@@ -421,7 +422,7 @@ class LossRecovery:
         newly = sorted(acked + quiet, key=lambda p: p.pn)
         if newly and (self.largest_acked is None or newly[-1].pn > self.largest_acked):
             self.largest_acked = newly[-1].pn
-        return AckResult(acked=newly, lost=self._detect_lost(now), rtt_sample_s=sample)
+        return AckResult(acked=newly, lost=self._detect_lost(now), rtt_sample_s=sample, late=tuple(late))
 
     def on_timeout(self, now: float) -> list[SentPacket]:
         """Packets whose loss timeout has passed, ascending pn (empty if none)."""

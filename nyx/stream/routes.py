@@ -15,9 +15,11 @@ scheduler uses 1/rtt x quality x (1 - loss); here quality is the loss term itsel
 starts at the mean of the others, so it is neither starved nor flooded.
 
 **Suspicion** (a route stops receiving new records at once):
-- `lost_in_a_row` (default 3) records on it declared lost with none acknowledged in between: a
+- `lost_in_a_row` (default 3) records on it declared lost with none acknowledged in between, and
+  no ACK for any of its records (a late one included) within a grace of about its round trip: a
   failed or overloaded mix. Reordering never causes this (loss is declared by time, from the
-  delay distribution's tail: nyx.stream.recovery);
+  delay distribution's tail: nyx.stream.recovery); a route merely slower than the session's
+  timer expects gets its late ACKs within the grace;
 - a mix on it reported failing: loop cover that did not return through it, or a directory document
   that no longer lists it (`suspect_node`).
 
@@ -43,15 +45,34 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["DEFAULT_WIDTH", "MAX_WIDTH", "Route", "RouteBuildError", "RouteScheduler"]
+__all__ = ["DEFAULT_WIDTH", "MAX_WIDTH", "MixEvidence", "Route", "RouteBuildError", "RouteScheduler", "SurbWatch",
+           "disjoint_first"]
 
 DEFAULT_WIDTH = 5
 MAX_WIDTH = 8
+LEFT_DIRECTORY = "left the directory"
 MAX_TRACKED = 4096  # records remembered per session (in flight, or ACK-only and never judged)
 
-#: build(avoid) -> the mixes of one new route, one per layer; raises RouteBuildError when the
-#: directory cannot give one that avoids `avoid` (the scheduler then relaxes the avoidance).
-RouteBuilder = Callable[[frozenset[str]], tuple[str, ...]]
+#: build(avoid, spread) -> the mixes of one new route, one per layer, none in `avoid` (suspected
+#: mixes) and, where the directory allows, none in `spread` (the mixes of the routes kept: routes
+#: disjoint at every layer); raises RouteBuildError when no route avoids `avoid` (the scheduler then
+#: relaxes it). The builder decides what to give up first (a low-latency client gives up
+#: disjointness before it leaves its region).
+RouteBuilder = Callable[[frozenset[str], frozenset[str]], tuple[str, ...]]
+
+
+def disjoint_first(pick: Callable[[frozenset[str]], tuple[str, ...]]) -> RouteBuilder:
+    """A RouteBuilder from `pick(avoid)`: disjoint if it can be, else only clear of `avoid`."""
+
+    def build(avoid: frozenset[str], spread: frozenset[str]) -> tuple[str, ...]:
+        if spread:
+            try:
+                return pick(avoid | spread)
+            except RouteBuildError:
+                pass
+        return pick(avoid)
+
+    return build
 
 
 class RouteBuildError(Exception):
@@ -76,10 +97,45 @@ class Route:
     in_flight: set[int] = field(default_factory=set)
     replaces_failure_at: float | None = None  # set on a replacement until its first send:
     replaces_suspected_at: float | None = None  # when the route it replaces began to fail, was suspected
+    pending_at: float | None = None  # lost_in_a_row reached: suspected unless an ACK comes by then
 
     @property
     def active(self) -> bool:
         return self.suspected_at is None
+
+
+class MixEvidence:
+    """What routes have shown about each mix: the failed routes it was on and when a route through
+    it last delivered. Which mix of a failed route failed is unknown; a dead mix is on every failed
+    route through it and on no route that delivers. One instance may serve every route scheduler
+    of a client (forward and reply, every session): a mix dead for one is dead for all."""
+
+    __slots__ = ("avoid_s", "_failures", "_ok")
+
+    def __init__(self, avoid_s: float = 60.0) -> None:
+        self.avoid_s = avoid_s
+        self._failures: dict[str, tuple[int, float]] = {}  # mix -> (failed routes, last failure)
+        self._ok: dict[str, float] = {}  # mix -> last time a record through it left and arrived
+
+    def failed(self, mixes: Iterable[str], now: float) -> None:
+        for mix in mixes:
+            count, at = self._failures.get(mix, (0, now))
+            self._failures[mix] = (count + 1 if now - at < self.avoid_s else 1, now)
+
+    def delivered(self, mixes: Iterable[str], sent_at: float) -> None:
+        """A record sent at `sent_at` through these mixes arrived: they worked then."""
+        for mix in mixes:
+            self._ok[mix] = max(self._ok.get(mix, sent_at), sent_at)
+
+    def forget(self, mix: str) -> None:
+        self._failures.pop(mix, None)
+
+    def blame(self, now: float) -> dict[str, int]:
+        """Mixes with evidence against them: failed routes they were on, since a record through
+        them last got through, within `avoid_s`."""
+        for mix in [m for m, (_, at) in self._failures.items() if now - at >= self.avoid_s]:
+            del self._failures[mix]
+        return {mix: count for mix, (count, at) in self._failures.items() if at > self._ok.get(mix, -math.inf)}
 
 
 class RouteScheduler:
@@ -96,7 +152,9 @@ class RouteScheduler:
         initial_rtt_s: float = 1.0,
         lifetime_s: float = 600.0,
         avoid_s: float = 60.0,
+        evidence: MixEvidence | None = None,
     ) -> None:
+        """`evidence`: shared with the client's other schedulers (default: this one's own)."""
         if not 1 <= width <= MAX_WIDTH:
             raise ValueError(f"width: 1..{MAX_WIDTH}, got {width}")
         self.build = build
@@ -110,13 +168,14 @@ class RouteScheduler:
         self._by_pn: dict[int, int] = {}  # pn in flight -> route id
         self._next_id = 0
         self._orphans: list[int] = []
-        self._failed_mixes: dict[str, float] = {}  # mix -> until when new routes avoid it
+        self.evidence = evidence if evidence is not None else MixEvidence(avoid_s)
         self._failures: list[tuple[float, float]] = []  # (began to fail, suspected) per route not yet replaced
-        self._suspect_nodes: set[str] = set()
+        self._suspect_nodes: dict[str, str] = {}  # mix -> why new routes avoid it
         self.failovers_s: list[float] = []  # first loss (or report) -> first record on the replacement
         self.reconfigurations_s: list[float] = []  # suspicion -> first record on the replacement
         self.replaced = 0
         self.build_failures = 0
+        self.silent_suspicions = 0  # routes given up for losses since the last ACK on any route
         self.maintain(now)
 
     # -- routes -----------------------------------------------------------------------------------
@@ -128,13 +187,12 @@ class RouteScheduler:
         """Retire routes older than `lifetime_s` (a route kept for long lets its mixes link a
         client's traffic over time), drop retired and suspected routes with nothing in flight,
         and build routes up to `width`."""
+        self.check(now)
         for route in self.active():
             if now - route.created_at >= self.lifetime_s:
                 route.suspected_at, route.reason = now, "rotated"
         for route_id in [i for i, r in self.routes.items() if not r.active and not r.in_flight]:
             del self.routes[route_id]
-        for mix in [m for m, until in self._failed_mixes.items() if until <= now]:
-            del self._failed_mixes[mix]
         while len(self.active()) < self.width:
             route = self._new_route(now)
             if route is None:
@@ -142,17 +200,19 @@ class RouteScheduler:
 
     def _new_route(self, now: float) -> Route | None:
         kept = {m for r in self.active() for m in r.mixes}
-        # Which mix of a route that lost records failed is unknown: avoid all of them for a while.
-        failed = {m for m, until in self._failed_mixes.items() if until > now}
-        suspects = self._suspect_nodes | failed
-        # Disjoint from the kept routes and clear of suspects if the directory allows; then only
-        # clear of suspects; then of reported mixes; then anything (a small network still routes).
-        for avoid in (kept | suspects, suspects, set(self._suspect_nodes), set()):
+        reported = set(self._suspect_nodes)
+        blame = self._blame(now)
+        # Clear of every mix with evidence against it (and disjoint from the kept routes, as far
+        # as the builder can); then only of mixes with more evidence (a dead mix is on every failed
+        # route through it, an innocent one on a few); then of reported mixes; then anything.
+        thresholds = sorted(set(blame.values()))
+        attempts = [reported | {m for m, n in blame.items() if n >= k} for k in thresholds] + [reported, set()]
+        for avoid in attempts:
             try:
-                mixes = self.build(frozenset(avoid))
+                mixes = self.build(frozenset(avoid), frozenset(kept))
             except RouteBuildError:
                 continue
-            if not avoid and len(self.active()) >= 1 and any(mixes == r.mixes for r in self.active()):
+            if any(mixes == r.mixes for r in self.active()):
                 return None  # nothing new to add: fewer routes than `width`, not duplicates
             break
         else:
@@ -169,14 +229,34 @@ class RouteScheduler:
         self.routes[route.route_id] = route
         return route
 
+    def avoided(self, now: float) -> set[str]:
+        """Every mix new routes avoid first: reported ones and those with evidence against them."""
+        return set(self._suspect_nodes) | set(self._blame(now))
+
+    def _blame(self, now: float) -> dict[str, int]:
+        return self.evidence.blame(now)
+
     # -- choosing -----------------------------------------------------------------------------------
 
     def weight(self, route: Route) -> float:
         srtt = route.srtt_s if route.srtt_s is not None else self.initial_rtt_s
         return max(1.0 - route.loss, 0.01) / max(srtt, 1e-3)
 
+    def grace_s(self, route: Route) -> float:
+        """How long a route whose records were declared lost in a row gets for a late ACK: losses
+        are declared by one timer per session, so a slower route (another region, a busy mix)
+        can look lost while its ACKs are still on their way."""
+        return max(0.05, route.srtt_s if route.srtt_s is not None else self.initial_rtt_s)
+
+    def check(self, now: float) -> None:
+        """Suspect the routes whose grace ran out with no ACK."""
+        for route in self.active():
+            if route.pending_at is not None and now >= route.pending_at:
+                self._suspect(route, now, f"{route.lost_in_a_row} records lost in a row")
+
     def pick(self, now: float) -> Route | None:
         """The route for the next record (smooth weighted round robin); None with no route."""
+        self.check(now)
         active = self.active()
         if not active:
             self.maintain(now)
@@ -210,31 +290,40 @@ class RouteScheduler:
 
     # -- feedback -------------------------------------------------------------------------------------
 
-    def on_acked(self, pn: int, rtt_s: float, now: float) -> None:
+    def on_acked(self, pn: int, rtt_s: float, now: float) -> Route | None:
+        """A record (or a late ACK for one declared lost) was acknowledged: its route delivers."""
         route = self._route_of(pn)
         if route is None:
-            return
+            return None
         route.acked += 1
+        self.silent_suspicions = 0
+        self.evidence.delivered(route.mixes, now - rtt_s)  # it worked when the record left
         route.lost_in_a_row = 0
+        route.pending_at = None
         route.first_loss_at = None
         route.loss += self.loss_gain * (0.0 - route.loss)
         route.srtt_s = rtt_s if route.srtt_s is None else 0.875 * route.srtt_s + 0.125 * rtt_s
+        return route
 
     def on_lost(self, pn: int, now: float) -> None:
-        route = self._route_of(pn)
+        # The pn stays mapped to its route (a late ACK clears the route), but leaves its in-flight
+        # set: the session has already queued its frames again.
+        route_id = self._by_pn.get(pn)
+        route = self.routes.get(route_id) if route_id is not None else None
         if route is None:
             return
+        route.in_flight.discard(pn)
         route.lost += 1
         route.lost_in_a_row += 1
         route.loss += self.loss_gain * (1.0 - route.loss)
         if route.first_loss_at is None:
             route.first_loss_at = now
-        if route.active and route.lost_in_a_row >= self.lost_in_a_row:
-            self._suspect(route, now, f"{route.lost_in_a_row} records lost in a row")
+        if route.active and route.lost_in_a_row >= self.lost_in_a_row and route.pending_at is None:
+            route.pending_at = now + self.grace_s(route)
 
     def suspect_node(self, node_id: str, now: float, reason: str) -> int:
         """A mix reported failing: every active route through it is suspected. Returns how many."""
-        self._suspect_nodes.add(node_id)
+        self._suspect_nodes.setdefault(node_id, reason)
         hit = 0
         for route in self.active():
             if node_id in route.mixes:
@@ -246,24 +335,43 @@ class RouteScheduler:
 
     def clear_node(self, node_id: str) -> None:
         """A mix is back (listed and healthy again): new routes may use it."""
-        self._suspect_nodes.discard(node_id)
+        self._suspect_nodes.pop(node_id, None)
+        self.evidence.forget(node_id)
 
     def on_directory(self, listed: Iterable[str], now: float) -> int:
-        """A new directory: routes through mixes it no longer lists are suspected."""
+        """A new directory: routes through mixes it no longer lists are suspected, and mixes that
+        were avoided only for being unlisted are usable again once listed (a restarted mix)."""
         present = set(listed)
+        for node in [n for n, why in self._suspect_nodes.items() if why == LEFT_DIRECTORY and n in present]:
+            self.clear_node(node)
         hit = 0
         for route in self.active():
             gone = [m for m in route.mixes if m not in present]
             if gone:
-                hit += self.suspect_node(gone[0], now, "left the directory")
+                hit += self.suspect_node(gone[0], now, LEFT_DIRECTORY)
+        for node in self._suspect_nodes.keys() - present:
+            self._suspect_nodes[node] = LEFT_DIRECTORY  # back in a later document: usable again
         return hit
 
-    def _suspect(self, route: Route, now: float, reason: str) -> None:
+    def suspect_route(self, route: Route, now: float, reason: str, blame: bool = True) -> None:
+        """Give up one route (e.g. a reply route the client has other evidence against).
+        `blame=False`: the evidence is circumstantial (no mix of it is known to have failed), so
+        its mixes are not avoided by the replacement beyond disjointness."""
+        if route.active:
+            if route.first_loss_at is None:
+                route.first_loss_at = now
+            self._suspect(route, now, reason, blame)
+
+    def _suspect(self, route: Route, now: float, reason: str, blame: bool = True) -> None:
+        if route.lost_in_a_row:
+            self.silent_suspicions += 1  # given up for losses: reset by the next ACK on any route
+        route.pending_at = None
         route.suspected_at = now
         route.reason = reason
         self._orphans.extend(sorted(route.in_flight))
-        for mix in route.mixes:
-            self._failed_mixes[mix] = now + self.avoid_s
+        if reason != "rotated":
+            if blame:
+                self.evidence.failed(route.mixes, now)
         self._failures.append((route.first_loss_at if route.first_loss_at is not None else now, now))
 
     def take_orphans(self) -> list[int]:
@@ -295,3 +403,39 @@ class RouteScheduler:
             "route_failover_s_last": self.failovers_s[-1] if self.failovers_s else math.nan,
             "route_reconfiguration_s_last": self.reconfigurations_s[-1] if self.reconfigurations_s else math.nan,
         }
+
+
+class SurbWatch:
+    """Loss on reply routes, seen from the client: which SURBs will never come back.
+
+    The exit cannot tell us which replies it lost (it does not know our routes), but it spends its
+    SURBs oldest first (`SurbPool`). So when SURBs we issued *later* keep coming back while an
+    earlier one does not, the earlier one (or the reply it carried) was lost: a SURB overtaken by
+    `overtaken` later ones is declared lost. Reordering alone (SURBs reach the exit over routes of
+    different delays, replies return over others) overtakes a SURB by a few, not by several times
+    the number of routes. Sequence numbers are the client's own, per session.
+    """
+
+    __slots__ = ("overtaken", "_outstanding")
+
+    def __init__(self, overtaken: int = 16) -> None:
+        self.overtaken = overtaken
+        self._outstanding: dict[int, int] = {}  # seq -> how many later SURBs came back
+
+    def issued(self, seq: int) -> None:
+        self._outstanding[seq] = 0
+        if len(self._outstanding) > MAX_TRACKED:
+            del self._outstanding[next(iter(self._outstanding))]
+
+    def returned(self, seq: int) -> list[int]:
+        """SURB `seq` came back; returns the seqs now declared lost (ascending)."""
+        self._outstanding.pop(seq, None)
+        lost = []
+        for earlier in list(self._outstanding):
+            if earlier >= seq:
+                break
+            self._outstanding[earlier] += 1
+            if self._outstanding[earlier] >= self.overtaken:
+                del self._outstanding[earlier]
+                lost.append(earlier)
+        return lost

@@ -429,9 +429,9 @@ class Session:
                 self._on_acked(packet)
             for packet in result.lost:
                 self._on_lost(packet)
-            if self.config.report_deliveries and (result.acked or result.lost):
+            if self.config.report_deliveries and (result.acked or result.lost or result.late):
                 self._events.append(DeliveryReport(
-                    tuple((p.pn, now - p.sent_at) for p in result.acked),
+                    tuple((p.pn, now - p.sent_at) for p in (*result.acked, *result.late)),
                     tuple(p.pn for p in result.lost),
                 ))
         elif isinstance(frame, (F.Padding, F.Ping)):

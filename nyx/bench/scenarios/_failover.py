@@ -141,14 +141,14 @@ def slow_builder(build: RouteBuilder, delay_s: float, clock: Callable[[], float]
     computation would; the scheduler retries on its next `maintain` (every delivery report)."""
     asked: list[float] = []
 
-    def build_late(avoid: frozenset[str]) -> tuple[str, ...]:
+    def build_late(avoid: frozenset[str], spread: frozenset[str]) -> tuple[str, ...]:
         now = clock()
         if not asked:
             asked.append(now)
         if now - asked[0] < delay_s:
             raise RouteBuildError(f"route computation under way ({now - asked[0]:.3f} of {delay_s:g} s)")
         asked.clear()
-        return build(avoid)
+        return build(avoid, spread)
 
     return build_late
 
