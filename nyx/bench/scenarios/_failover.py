@@ -127,12 +127,8 @@ class FailoverRun:
 
 
 def forward_routes(client: Client) -> RouteScheduler | None:
-    """The forward route scheduler of the client's one session (None before it opened).
-    `Client` keeps its sessions private; this is the one place the replays read them."""
-    for session in client._sessions.values():
-        if session.routes is not None:
-            return session.routes
-    return None
+    """The forward route scheduler of the client's one session (None before it opened)."""
+    return next((forward for _, forward, _ in client.route_schedulers()), None)
 
 
 def slow_builder(build: RouteBuilder, delay_s: float, clock: Callable[[], float]) -> RouteBuilder:
@@ -155,10 +151,7 @@ def slow_builder(build: RouteBuilder, delay_s: float, clock: Callable[[], float]
 
 def reply_routes(client: Client) -> RouteScheduler | None:
     """The reply route scheduler (the routes of the SURBs handed to the exit) of the client's session."""
-    for session in client._sessions.values():
-        if session.reply_routes is not None:
-            return session.reply_routes
-    return None
+    return next((replies for _, _, replies in client.route_schedulers()), None)
 
 
 def through(scheduler: RouteScheduler, victims: set[str]) -> bool:

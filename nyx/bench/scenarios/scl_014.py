@@ -86,26 +86,17 @@ def allowance_s() -> float:
 
 
 def low_latency_client(net: Mixnet, entry: str, exit_id: str) -> Client:
-    """`Client(low_latency=True)`. Workaround: at 59191b2 that constructor reads `self.entry`
-    before setting it (AttributeError), so the client is built without it and given the home
-    region `low_latency` would have set (`home_region`, the entry's region). Drop this once the
-    constructor sets `home_region` after `entry`."""
-    client = net.client(gateway=entry, exit=exit_id)
-    client.home_region = client.entry.region
-    return client
+    """A client that keeps its routes in its entry's region while it can (`low_latency=True`)."""
+    return net.client(gateway=entry, exit=exit_id, low_latency=True)
 
 
 def route_nodes(client: Client) -> set[str]:
-    """The mixes of every active forward and reply route of the client's sessions.
-
-    Reads `Client._sessions` (internal, pinned by this repository's tests of the replay): the
-    client exposes each session's `routes` and `reply_routes` schedulers there and nowhere else."""
+    """The mixes of every active forward and reply route of the client's sessions."""
     nodes: set[str] = set()
-    for session in client._sessions.values():
-        for scheduler in (session.routes, session.reply_routes):
-            if scheduler is not None:
-                for route in scheduler.active():
-                    nodes.update(route.mixes)
+    for _, forward, replies in client.route_schedulers():
+        for scheduler in (forward, replies):
+            for route in scheduler.active():
+                nodes.update(route.mixes)
     return nodes
 
 

@@ -120,13 +120,12 @@ async def _client_names() -> set[str]:
             reader, writer = await asyncio.wait_for(client.open_connection("echo"), 30)
             for echo in range(30):
                 if echo == 5:
-                    session = next(iter(client._sessions.values()))
-                    assert session.routes is not None
-                    net.network.model.fail_node(session.routes.active()[0].mixes[1])
+                    (_, forward, _), = client.route_schedulers()
+                    net.fail(forward.active()[0].mixes[1])
                 writer.write(b"audit")
                 await writer.drain()
                 await asyncio.wait_for(reader.readexactly(5), 30)
-                if echo >= 5 and any(s.routes is not None and s.routes.failovers_s for s in client._sessions.values()):
+                if echo >= 5 and any(forward.failovers_s for _, forward, _ in client.route_schedulers()):
                     break
             await asyncio.sleep(1.2)  # one cover compliance window tick
             registry = MetricRegistry({"node": client.client_id, "role": "client"})

@@ -160,11 +160,9 @@ async def open_streams(net: Mixnet, clients: list[Client], size: int,
 
 
 def route_schedulers(client: Client) -> list[RouteScheduler]:
-    """Every route scheduler (forward and reply) of `client`'s sessions. Reads the client's
-    internal session table (`Client._sessions`, nyx 0.x): the client exports only the last
-    failover as a gauge, and a replay counts them all."""
-    return [s for session in client._sessions.values()
-            for s in (session.routes, session.reply_routes) if s is not None]
+    """Every route scheduler (forward and reply) of `client`'s sessions: the client exports only
+    the last failover as a gauge, and a replay counts them all."""
+    return [s for _, forward, replies in client.route_schedulers() for s in (forward, replies)]
 
 
 # -- the mixes' side -------------------------------------------------------------------------------
