@@ -14,10 +14,14 @@ run time. Reports compare it with the offered rate and never round it up.
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+T = TypeVar("T")
 
 Clock = Callable[[], float]
 Tick = Callable[[float], None]  # called with the elapsed seconds, for progress indicators
@@ -190,3 +194,31 @@ def percentile(samples: list[float], q: float) -> float:
     ordered = sorted(samples)
     rank = max(1, math.ceil(q / 100.0 * len(ordered)))
     return ordered[min(rank, len(ordered)) - 1]
+
+
+async def open_all(
+    items: Sequence[T],
+    open_one: Callable[[T], Awaitable[None]],
+    failures: collections.Counter[str],
+    at_once: int,
+    deadline_s: float,
+) -> tuple[list[T], float]:
+    """Open (start, connect, warm) every item, `at_once` at a time, all within `deadline_s`:
+    returns the items that opened and the seconds it took. A failure is counted in `failures` by
+    exception type ("set-up deadline" for the deadline) and the load runs on the rest."""
+    started = time.perf_counter()
+    gate = asyncio.Semaphore(at_once)
+
+    async def one(item: T) -> bool:
+        async with gate:
+            try:
+                await asyncio.wait_for(open_one(item), deadline_s - (time.perf_counter() - started))
+                return True
+            except TimeoutError:
+                failures["set-up deadline"] += 1
+            except Exception as exc:  # counted; the load runs on the items that opened
+                failures[type(exc).__name__] += 1
+            return False
+
+    ok = await asyncio.gather(*(one(item) for item in items))
+    return [item for item, good in zip(items, ok, strict=True) if good], time.perf_counter() - started

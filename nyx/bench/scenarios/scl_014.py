@@ -46,7 +46,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from nyx.bench.loadgen import percentile
+from nyx.bench.loadgen import open_all, percentile
 from nyx.bench.mixnet import Mixnet, MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
@@ -160,31 +160,13 @@ async def replay(options: RunOptions) -> Measurement:
         async with mixnet(shape, options.seed) as net:
             streams = make_clients(net, per_region)
 
-            async def open_one(stream: RegionStream) -> bool:
-                try:
-                    await stream.client.start()
-                    stream.reader, stream.writer = await stream.client.open_connection("echo")
-                    stream.writer.write(bytes(PAYLOAD_BYTES))  # warm-up: SURBs in place, windows open
-                    await stream.reader.readexactly(PAYLOAD_BYTES)
-                    return True
-                except Exception as exc:  # counted; the load runs on the streams that opened
-                    setup_failures[type(exc).__name__] += 1
-                    return False
+            async def open_one(stream: RegionStream) -> None:
+                await stream.client.start()
+                stream.reader, stream.writer = await stream.client.open_connection("echo")
+                stream.writer.write(bytes(PAYLOAD_BYTES))  # warm-up: SURBs in place, windows open
+                await stream.reader.readexactly(PAYLOAD_BYTES)
 
-            setup_start = time.perf_counter()
-            opening = asyncio.Semaphore(OPENING_AT_ONCE)
-
-            async def open_by(stream: RegionStream) -> bool:
-                async with opening:
-                    try:
-                        return await asyncio.wait_for(open_one(stream), SETUP_TIMEOUT_S - (time.perf_counter() - setup_start))
-                    except TimeoutError:
-                        setup_failures["set-up deadline"] += 1
-                        return False
-
-            ok = await asyncio.gather(*(open_by(s) for s in streams))
-            setup_s = time.perf_counter() - setup_start
-            live = [s for s, good in zip(streams, ok, strict=True) if good]
+            live, setup_s = await open_all(streams, open_one, setup_failures, OPENING_AT_ONCE, SETUP_TIMEOUT_S)
             start = time.perf_counter()
             handled_by = options.duration_s + allowance_s()
 

@@ -58,6 +58,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
+from nyx.bench.loadgen import open_all
 from nyx.bench.mixnet import Mixnet, MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
@@ -172,31 +173,13 @@ async def replay(options: RunOptions) -> Measurement:
                     home = [g for g in ends if net.regions[g] == net.regions[entry] and g != entry]
                     streams.append(FailoverStream(low_latency_client(net, entry, home[0]), True))
 
-            async def open_one(stream: FailoverStream) -> bool:
-                try:
-                    await stream.client.start()
-                    stream.reader, stream.writer = await stream.client.open_connection("echo")
-                    stream.writer.write(b"w" * CHUNK_BYTES)  # warm-up: SURBs in place, windows open
-                    await stream.reader.readexactly(CHUNK_BYTES)
-                    return True
-                except Exception as exc:
-                    setup_failures[type(exc).__name__] += 1
-                    return False
+            async def open_one(stream: FailoverStream) -> None:
+                await stream.client.start()
+                stream.reader, stream.writer = await stream.client.open_connection("echo")
+                stream.writer.write(b"w" * CHUNK_BYTES)  # warm-up: SURBs in place, windows open
+                await stream.reader.readexactly(CHUNK_BYTES)
 
-            setup_start = time.perf_counter()
-            opening = asyncio.Semaphore(OPENING_AT_ONCE)
-
-            async def open_by(stream: FailoverStream) -> bool:
-                async with opening:
-                    try:
-                        return await asyncio.wait_for(open_one(stream), SETUP_TIMEOUT_S - (time.perf_counter() - setup_start))
-                    except TimeoutError:
-                        setup_failures["set-up deadline"] += 1
-                        return False
-
-            ok = await asyncio.gather(*(open_by(s) for s in streams))
-            setup_s = time.perf_counter() - setup_start
-            live = [s for s, good in zip(streams, ok, strict=True) if good]
+            live, setup_s = await open_all(streams, open_one, setup_failures, OPENING_AT_ONCE, SETUP_TIMEOUT_S)
             start = time.perf_counter()
 
             def clock() -> float:
