@@ -761,7 +761,7 @@ class Client:
             return
         routes.silent_suspicions = 0
         for route in replies.active():
-            replies.suspect_route(route, now, "no ACK through any forward route", blame=False)
+            replies.suspect_route(route, now, "no ACK through any forward route")
         replies.take_orphans()
         replies.maintain(now)
 

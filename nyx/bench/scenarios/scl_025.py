@@ -118,15 +118,17 @@ async def _client_names() -> set[str]:
                             cover=CoverConfig(policy=RatePolicy(base_pps=200.0), loop_pps=20.0, drop_pps=5.0))
         async with client:
             reader, writer = await asyncio.wait_for(client.open_connection("echo"), 30)
-            for echo in range(30):
-                if echo == 5:
-                    (_, forward, _), = client.route_schedulers()
-                    net.fail(forward.active()[0].mixes[1])
+            for _ in range(5):
                 writer.write(b"audit")
                 await writer.drain()
                 await asyncio.wait_for(reader.readexactly(5), 30)
-                if echo >= 5 and any(forward.failovers_s for _, forward, _ in client.route_schedulers()):
-                    break
+            (_, forward, _), = client.route_schedulers()
+            net.fail(forward.active()[0].mixes[1])
+            deadline = time.perf_counter() + 60  # echoes go on until the route has failed over
+            while not forward.failovers_s and time.perf_counter() < deadline:
+                writer.write(b"audit")
+                await writer.drain()
+                await asyncio.wait_for(reader.readexactly(5), 30)
             await asyncio.sleep(1.2)  # one cover compliance window tick
             registry = MetricRegistry({"node": client.client_id, "role": "client"})
             registry.add_source("client", client.metric_values)
