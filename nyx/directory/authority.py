@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from nyx.directory.document import DocumentBody, SignedDocument, TrustPolicy, encode_body, sign_body
 from nyx.directory.health import HealthTracker
 from nyx.directory.records import DirectoryError, NodeRecord
-from nyx.directory.statements import Statement, StatementError, parse_statement, verify_statement
+from nyx.directory.statements import Statement, StatementError, check_statement, parse_statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,9 @@ class Authority:
         self._served_epoch = 0
         self.served_nodes = 0  # records in the served document (for /metrics)
         self._last_issue = float("-inf")
-        self._listed: frozenset[tuple[str, str]] = frozenset()  # (node_id, record json) in the last document
+        # What the last document was made of: the ids listed and the count of record changes then.
+        self._listed: tuple[frozenset[str], int] = (frozenset(), 0)
+        self._record_changes = 0  # registrations whose record changed (a new key, a new address)
         self.refused: dict[str, int] = {}  # reason -> count, for /metrics
 
     # --- statements ------------------------------------------------------------------------
@@ -99,12 +101,13 @@ class Authority:
         """Check and apply one signed statement (of `kind`, if given: the endpoint it was posted
         to); raises StatementError (the caller answers 4xx) and then changes nothing."""
         try:
-            claimed, _, _ = parse_statement(body)
+            parsed = parse_statement(body)
+            claimed = parsed[0]
             if kind is not None and claimed.kind != kind:
                 raise StatementError(f"a {claimed.kind} statement posted as {kind}")
             registered = self.registrations.get(claimed.node_id)
-            statement = verify_statement(
-                body, now, registered.certificate_der if registered else None, self.settings.max_statement_age_s
+            statement = check_statement(
+                parsed, now, registered.certificate_der if registered else None, self.settings.max_statement_age_s
             )
             if registered is not None and statement.issued_at_ms <= registered.last_issued_at_ms:
                 raise StatementError(
@@ -117,6 +120,8 @@ class Authority:
             raise
         if statement.kind == "register":
             assert statement.record is not None and statement.certificate_der is not None
+            if registered is None or registered.record != statement.record:
+                self._record_changes += 1
             self.registrations[statement.node_id] = Registration(
                 statement.record, statement.certificate_der, statement.issued_at_ms
             )
@@ -141,6 +146,7 @@ class Authority:
     def remove(self, node_id: str) -> bool:
         """An operator's removal (e.g. to let a node register a new certificate)."""
         self.health.forget(node_id)
+        self._record_changes += 1
         return self.registrations.pop(node_id, None) is not None
 
     # --- documents -------------------------------------------------------------------------
@@ -155,15 +161,15 @@ class Authority:
             return False
         if now - self._last_issue >= self.settings.period_s:
             return True
-        return self._fingerprint(self.listed(now)) != self._listed
+        return self._composition(now) != self._listed
 
     def next_deadline(self, now: float) -> float:
         """When `due` may next turn true without a statement arriving (health expiry is polled)."""
         return min(self._last_issue + self.settings.period_s, now + self.settings.min_interval_s)
 
-    @staticmethod
-    def _fingerprint(records: list[NodeRecord]) -> frozenset[tuple[str, str]]:
-        return frozenset((r.node_id, repr(r.to_json())) for r in records)
+    def _composition(self, now: float) -> tuple[frozenset[str], int]:
+        """What a document issued now would be made of, cheaply: due() asks every tick."""
+        return frozenset(self.health.up(now) & self.registrations.keys()), self._record_changes
 
     def issue(self, now: float) -> SignedDocument:
         """Build, sign and keep the next document (epoch + 1) from the nodes that are up now."""
@@ -178,7 +184,7 @@ class Authority:
         document = SignedDocument(raw, (sign_body(raw, self._key),))
         self.last_epoch = body.epoch
         self._last_issue = now
-        self._listed = self._fingerprint(records)
+        self._listed = self._composition(now)
         self._issued_nodes[body.epoch] = len(records)
         self._documents[body.epoch] = document
         self._prune()

@@ -155,7 +155,16 @@ def verify_statement(
     id, if any) must then be the same certificate. Other kinds are checked against the pinned
     certificate, and are refused for a node that never registered.
     """
-    statement, raw, signature = parse_statement(body)
+    return check_statement(parse_statement(body), now, pinned_certificate_der, max_age_s)
+
+
+def check_statement(
+    parsed: tuple[Statement, bytes, bytes], now: float, pinned_certificate_der: bytes | None,
+    max_age_s: float = MAX_AGE_S,
+) -> Statement:
+    """`verify_statement` on what `parse_statement` returned (for a caller that needed the
+    claimed node id first, to find its pinned certificate, and should not parse twice)."""
+    statement, raw, signature = parsed
     skew_s = now - statement.issued_at_ms / 1000
     if abs(skew_s) > max_age_s:
         raise StatementError(
