@@ -247,6 +247,7 @@ class Client:
         self.directory_updates = 0
         self.records_resent = 0  # records given up on a failed route and resent at once
         self.cross_region_rtt = SampleWindow(1024)  # record -> ACK on routes that cross regions
+        self._crossing: dict[tuple[tuple[str, ...], str | None], bool] = {}
         self.queue_wait = SampleWindow(1024)  # write() to taken by the session, per write
         self._sessions: dict[str, _ClientSession] = {}
         self._backlog: collections.deque[tuple[str, bytes]] = collections.deque()
@@ -295,6 +296,7 @@ class Client:
         their records in flight resent on the others."""
         self.directory = directory
         self.directory_updates += 1
+        self._crossing.clear()  # regions come from the directory
         self._on_directory()
 
     def _on_directory(self) -> None:
@@ -748,10 +750,18 @@ class Client:
         self._resend_orphans(session, now)
 
     def _crosses_regions(self, route: Route, exit_region: str | None) -> bool:
-        nodes = self.directory.nodes
-        regions = {self.entry.region, exit_region, *(getattr(nodes.get(m), "region", None) for m in route.mixes)}
-        regions.discard(None)
-        return len(regions) > 1
+        """Whether the route's hops lie in more than one region (asked per ACK: remembered per
+        route and exit region, which never change)."""
+        key = (route.mixes, exit_region)
+        crosses = self._crossing.get(key)
+        if crosses is None:
+            nodes = self.directory.nodes
+            regions = {self.entry.region, exit_region, *(getattr(nodes.get(m), "region", None) for m in route.mixes)}
+            regions.discard(None)
+            crosses = self._crossing[key] = len(regions) > 1
+            if len(self._crossing) > 4096:
+                self._crossing.clear()
+        return crosses
 
     def _check_reply_path(self, session: _ClientSession, now: float) -> None:
         """Route after route given up and no ACK on any: what they share is the way back. The

@@ -42,7 +42,7 @@ retransmission recovers what it lost.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_WIDTH", "MAX_WIDTH", "MixEvidence", "Route", "RouteBuildError", "RouteScheduler", "SurbWatch",
@@ -201,7 +201,7 @@ class RouteScheduler:
     def _new_route(self, now: float) -> Route | None:
         kept = {m for r in self.active() for m in r.mixes}
         reported = set(self._suspect_nodes)
-        blame = self._blame(now)
+        blame = self.evidence.blame(now)
         # Clear of every mix with evidence against it (and disjoint from the kept routes, as far
         # as the builder can); then only of mixes with more evidence (a dead mix is on every failed
         # route through it, an innocent one on a few); then of reported mixes; then anything.
@@ -228,13 +228,6 @@ class RouteScheduler:
             self.replaced += 1
         self.routes[route.route_id] = route
         return route
-
-    def avoided(self, now: float) -> set[str]:
-        """Every mix new routes avoid first: reported ones and those with evidence against them."""
-        return set(self._suspect_nodes) | set(self._blame(now))
-
-    def _blame(self, now: float) -> dict[str, int]:
-        return self.evidence.blame(now)
 
     # -- choosing -----------------------------------------------------------------------------------
 
@@ -387,22 +380,6 @@ class RouteScheduler:
         if route is not None:
             route.in_flight.discard(pn)
         return route
-
-    def forget(self, pns: Sequence[int]) -> None:
-        """pns the session no longer tracks (acked or lost elsewhere)."""
-        for pn in pns:
-            self._route_of(pn)
-
-    # -- figures ----------------------------------------------------------------------------------
-
-    def summary(self) -> dict[str, float]:
-        active = self.active()
-        return {
-            "routes_active": float(len(active)),
-            "routes_replaced_total": float(self.replaced),
-            "route_failover_s_last": self.failovers_s[-1] if self.failovers_s else math.nan,
-            "route_reconfiguration_s_last": self.reconfigurations_s[-1] if self.reconfigurations_s else math.nan,
-        }
 
 
 class SurbWatch:
