@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -222,3 +223,52 @@ async def open_all(
 
     ok = await asyncio.gather(*(one(item) for item in items))
     return [item for item, good in zip(items, ok, strict=True) if good], time.perf_counter() - started
+
+
+class RequestStream(Protocol):
+    """An echo stream a request load writes to: answers are matched to `waiting` in order."""
+
+    waiting: collections.deque[tuple[float, bytes]]
+    writer: Any
+
+
+async def write_requests(
+    arrivals: Sequence[float],
+    streams: Sequence[RequestStream],
+    rng: random.Random,
+    start: float,
+    duration_s: float,
+    payload_bytes: int,
+    tick: Callable[[float], None] | None = None,
+) -> tuple[int, int]:
+    """Open loop: at each arrival (seconds after `start`, perf_counter) a random payload goes to a
+    random stream, remembered with its due time in the stream's `waiting`; arrivals falling after
+    `duration_s` are missed. Returns (issued, missed)."""
+    issued = missed = 0
+    last_tick = 0.0
+    for due in arrivals:
+        now = time.perf_counter() - start
+        if now >= duration_s:
+            missed += 1
+            continue
+        if due > now:
+            await asyncio.sleep(due - now)
+        stream = streams[rng.randrange(len(streams))]
+        payload = rng.randbytes(payload_bytes)
+        stream.waiting.append((due, payload))
+        stream.writer.write(payload)
+        issued += 1
+        if tick is not None and due - last_tick >= 0.25:
+            last_tick = due
+            tick(due)
+    return issued, missed
+
+
+async def await_answers(streams: Sequence[RequestStream], readers: Sequence[asyncio.Task[Any]], grace_s: float) -> None:
+    """Until every stream's requests are answered, a reader ends (its stream failed: what it
+    waits for stays unanswered) or `grace_s` passes."""
+    grace_until = time.perf_counter() + grace_s
+    while any(s.waiting for s in streams) and time.perf_counter() < grace_until:
+        if any(r.done() for r in readers):
+            break
+        await asyncio.sleep(0.01)

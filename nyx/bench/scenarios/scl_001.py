@@ -44,7 +44,7 @@ import random
 import time
 from collections.abc import Iterator
 
-from nyx.bench.loadgen import percentile
+from nyx.bench.loadgen import await_answers, percentile, write_requests
 from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
@@ -176,27 +176,9 @@ async def replay(options: RunOptions) -> Measurement:
         watcher = asyncio.create_task(watch_loop())
         try:
             if streams:
-                last_tick = 0.0
-                for due in arrivals:
-                    now = time.perf_counter() - start
-                    if now >= options.duration_s:
-                        missed += 1
-                        continue
-                    if due > now:
-                        await asyncio.sleep(due - now)
-                    stream = streams[rng.randrange(len(streams))]
-                    payload = rng.randbytes(PAYLOAD_BYTES)
-                    stream.waiting.append((due, payload))
-                    stream.writer.write(payload)
-                    issued += 1
-                    if options.tick is not None and due - last_tick >= 0.25:
-                        last_tick = due
-                        options.tick(due)
-                grace_until = time.perf_counter() + GRACE_S
-                while any(s.waiting for s in streams) and time.perf_counter() < grace_until:
-                    if any(r.done() for r in readers):
-                        break  # a stream failed: its requests stay unanswered
-                    await asyncio.sleep(0.01)
+                issued, missed = await write_requests(arrivals, streams, rng, start, options.duration_s,
+                                                      PAYLOAD_BYTES, options.tick)
+                await await_answers(streams, readers, GRACE_S)
         finally:
             stop = time.perf_counter() - start
             watcher.cancel()

@@ -46,7 +46,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from nyx.bench.loadgen import open_all, percentile
+from nyx.bench.loadgen import await_answers, open_all, percentile, write_requests
 from nyx.bench.mixnet import Mixnet, MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
@@ -193,28 +193,9 @@ async def replay(options: RunOptions) -> Measurement:
             sampler = asyncio.create_task(sample_routes())
             try:
                 if live:
-                    last_tick = 0.0
-                    for due in arrivals:
-                        now = time.perf_counter() - start
-                        if now >= options.duration_s:
-                            missed += 1
-                            continue
-                        if due > now:
-                            await asyncio.sleep(due - now)
-                        stream = live[rng.randrange(len(live))]
-                        payload = rng.randbytes(PAYLOAD_BYTES)
-                        stream.waiting.append((due, payload))
-                        assert stream.writer is not None
-                        stream.writer.write(payload)
-                        issued += 1
-                        if options.tick is not None and due - last_tick >= 0.25:
-                            last_tick = due
-                            options.tick(due)
-                    grace_until = time.perf_counter() + GRACE_S
-                    while any(s.waiting for s in live) and time.perf_counter() < grace_until:
-                        if any(r.done() for r in readers):
-                            break
-                        await asyncio.sleep(0.01)
+                    issued, missed = await write_requests(arrivals, live, rng, start, options.duration_s,
+                                                          PAYLOAD_BYTES, options.tick)
+                    await await_answers(live, readers, GRACE_S)
             finally:
                 stop = time.perf_counter() - start
                 sampler.cancel()
