@@ -40,6 +40,7 @@ RELIED_ON = {
         ("tls", "_server_name"),
         ("conn", "tls"), ("conn", "_core"),
         ("conn._core", "bytes_in_flight"), ("conn._core", "congestion_window"), ("conn._core", "smoothed_rtt"),
+        ("QuicConnection", "receive_many_datagrams"),  # driver.receive_many, for udp_batch.py's bursts
     ],
 }
 
@@ -156,3 +157,31 @@ def test_an_aioquic_client_and_a_qh3_server_finish_in_one_round_trip():
     _, _, events = handshake_in_memory("aioquic", server, server.fingerprint, server_backend="qh3")
     assert "HandshakeCompleted" in events, events
     assert float(events[-1].split()[1]) < 0.1, events  # the probe timeout it used to wait for is 0.2 s
+
+
+@pytest.mark.skipif(not available("qh3"), reason="qh3 not installed")
+def test_the_quinn_udp_socket_wrapper_udp_batch_uses_is_still_there():
+    """udp_batch.py drives `qh3._hazmat.UdpSocketState` (a private module with a typed stub):
+    recv, send, max_gso_segments, disable_gso; and a closed socket's port stays taken until the
+    wrapper is dropped (it holds a duplicate descriptor), which udp_batch.py relies on knowing."""
+    import socket
+
+    from qh3._hazmat import UdpSocketState
+
+    version = importlib.metadata.version("qh3")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for sock in (rx, tx):
+            sock.bind(("127.0.0.1", 0))
+            sock.setblocking(False)
+        rx_state, tx_state = UdpSocketState(rx.fileno()), UdpSocketState(tx.fileno())
+        for attribute in ("recv", "send", "max_gso_segments", "disable_gso"):
+            assert hasattr(tx_state, attribute), f"qh3 {version}: UdpSocketState.{attribute} is gone; adapt udp_batch.py"
+        assert tx_state.send([b"x" * 1200] * 3 + [b"y"], rx.getsockname()) == 4
+        got: list[bytes] = []
+        for _ in range(100):
+            got += [data for data, _ in rx_state.recv()]
+            if len(got) >= 4:
+                break
+        assert got == [b"x" * 1200] * 3 + [b"y"], f"qh3 {version}: UdpSocketState.recv split the batch as {got!r}"
+        tx_state.disable_gso()
+        assert tx_state.send([b"z"], rx.getsockname()) == 1

@@ -20,7 +20,9 @@ either through this small adapter. What differs, and is handled here:
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
@@ -29,6 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from nyx.transport.certs import fingerprint
+from nyx.transport.udp_batch import open_batched_udp
 
 BACKENDS = ("aioquic", "qh3")
 
@@ -57,6 +60,10 @@ class Backend:
     # the TLS alert that refused the peer's certificate (pin, chain, dates, name, signature),
     # or None: how a failed handshake is told to be an authentication failure
     authentication_error: Callable[[Any], Exception | None] = lambda conn: None
+    # (loop, protocol factory, host, port) -> a bound datagram transport that moves bursts of
+    # datagrams per system call (udp_batch.py: recvmmsg with GRO, sendmsg with GSO, `sendto_many`,
+    # `datagrams_received(list, addr)`); None: the loop's own, one system call a datagram
+    open_udp: Callable[..., Awaitable[tuple[asyncio.DatagramTransport, Any]]] | None = None
 
 
 AUTHENTICATION_ALERTS = ("AlertBadCertificate", "AlertCertificateExpired", "AlertUnsupportedCertificate",
@@ -210,6 +217,7 @@ def _qh3() -> Backend:
         max_datagram_payload=1170,
         encode_retry=encode_quic_retry,
         authentication_error=_authentication_error,
+        open_udp=open_batched_udp,
     )
 
 

@@ -133,6 +133,24 @@ class ConnectionDriver:
         if link is not None and link.waiters:
             link.wake.set()  # the datagram that confirms the handshake releases `connect`
 
+    def receive_many(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
+        """A burst of datagrams for this connection in one backend call (qh3's
+        `receive_many_datagrams`); events and the transmit are then handled once for all."""
+        if len(datagrams) == 1:
+            self.receive(datagrams[0], addr)
+            return
+        try:
+            self.last_received = now = self.clock()
+            self.quic.receive_many_datagrams(datagrams, addr, now=now)
+        except Exception as exc:  # as in `receive`: counted, the connection goes on
+            self.events.backend_error(self, exc)
+            return
+        self.process_events()
+        self.events.mark_dirty(self)
+        link = self.link
+        if link is not None and link.waiters:
+            link.wake.set()
+
     @property
     def confirmed(self) -> bool:
         """Outbound: the handshake completed and a datagram from the server arrived after it,
@@ -168,9 +186,19 @@ class ConnectionDriver:
         except Exception as exc:  # a backend bug must cost this connection a turn, not the node
             self.events.backend_error(self, exc)
             datagrams = []
-        for data, addr in datagrams:
-            udp.sendto(data, addr)
-            sent += 1
+        send_many = getattr(udp, "sendto_many", None)
+        if send_many is not None and len(datagrams) > 1:
+            # one sendmsg (GSO) per run of datagrams to one address: nearly always the whole batch
+            start = 0
+            for i in range(1, len(datagrams) + 1):
+                if i == len(datagrams) or datagrams[i][1] != datagrams[start][1]:
+                    send_many([data for data, _ in datagrams[start:i]], datagrams[start][1])
+                    start = i
+            sent = len(datagrams)
+        else:
+            for data, addr in datagrams:
+                udp.sendto(data, addr)
+                sent += 1
         if sent:
             self.last_sent = now
         timer_at = self.quic.get_timer()

@@ -81,7 +81,10 @@ class QuicEndpoint(asyncio.DatagramProtocol):
 
     async def open(self, host: str, port: int, buffer_bytes: int) -> tuple[str, int]:
         self.loop = asyncio.get_running_loop()
-        self.udp, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
+        if self.backend.open_udp is not None:
+            self.udp, _ = await self.backend.open_udp(self.loop, lambda: self, host, port)
+        else:
+            self.udp, _ = await self.loop.create_datagram_endpoint(lambda: self, local_addr=(host, port))
         self._size_socket_buffers(buffer_bytes)
         bound = self.udp.get_extra_info("sockname")
         return bound[0], bound[1]
@@ -124,6 +127,28 @@ class QuicEndpoint(asyncio.DatagramProtocol):
             self.udp.close()
 
     # -- receiving ---------------------------------------------------------------------------
+
+    def datagrams_received(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
+        """A burst from one address (a batched socket: see `Backend.open_udp`). Each run of
+        datagrams for one known connection goes to its backend in one call; anything else takes
+        the one-datagram path (admission, counted drops)."""
+        by_cid, run, run_driver = self.by_cid, [], None
+        for data in datagrams:
+            cid = destination_cid(data, CID_LENGTH)
+            driver = by_cid.get(cid) if cid is not None else None
+            if driver is not run_driver and run:
+                self.udp_received += len(run)
+                run_driver.receive_many(run, addr)  # type: ignore[union-attr]
+                run = []
+            if driver is None:
+                run_driver = None
+                self.datagram_received(data, addr)
+            else:
+                run_driver = driver
+                run.append(data)
+        if run:
+            self.udp_received += len(run)
+            run_driver.receive_many(run, addr)  # type: ignore[union-attr]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         self.udp_received += 1
