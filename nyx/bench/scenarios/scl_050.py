@@ -13,8 +13,8 @@ back byte-exact, its latency from its scheduled time. One process on one core ca
 tenth of that (SCL-001 passes at 100/s), so `--scale 0.1` is the load scaled to this machine;
 scale 1 is a machine limit (INCONCLUSIVE).
 
-**Chaos failover.** At the middle of the burst `KILLS` mixes (one in each of the first layers)
-crash: unreachable at once (`Mixnet.fail`), still listed in the directory; clients detect them by
+**Chaos failover.** At the middle of the burst `KILLS` mixes (in each of the first layers, the
+one the most live routes cross) crash: unreachable at once (`Mixnet.fail`), still listed in the directory; clients detect them by
 losing records and fail over to other routes (docs/stream.md, "Multipath and failover"). They
 stay down to the end.
 
@@ -41,6 +41,7 @@ import heapq
 import math
 import random
 import time
+from collections.abc import Iterable
 
 from nyx.bench.loadgen import percentile
 from nyx.bench.mixnet import MixnetShape, mixnet
@@ -49,6 +50,7 @@ from nyx.bench.scenarios import RunOptions
 from nyx.bench.scenarios import scl_001
 from nyx.bench.scenarios.scl_001 import poisson_times, quiet_client_log
 from nyx.bench.scenarios.scl_045 import EchoStream, Message, open_streams, route_schedulers
+from nyx.stream.routes import RouteScheduler
 
 BASE_PER_S = scl_001.REQUESTS_PER_S  # the catalogue's baseline: SCL-001, 500 req/s of 64 B
 RELEASE_FACTOR = 2.0
@@ -94,6 +96,19 @@ async def replay(options: RunOptions) -> Measurement:
         return await _replay(options)
 
 
+def _busiest(mixes: Iterable[str], schedulers: list[RouteScheduler], rng: random.Random) -> list[str]:
+    """The crash victims: in each of the first `KILLS` layers, the mix the most live routes
+    cross (ties broken by `rng`). A random mix may carry no route of a short run's few clients,
+    and then the run measures nothing of failover."""
+    crossing = collections.Counter(m for s in schedulers for r in s.active() for m in r.mixes)
+    victims = []
+    for layer in range(1, KILLS + 1):
+        candidates = sorted(m for m in mixes if m.startswith(f"mix-{layer}-"))
+        most = max(crossing[m] for m in candidates)
+        victims.append(rng.choice([m for m in candidates if crossing[m] == most]))
+    return victims
+
+
 async def _replay(options: RunOptions) -> Measurement:
     rng = random.Random(options.seed)
     duration = options.duration_s
@@ -134,8 +149,7 @@ async def _replay(options: RunOptions) -> Measurement:
             for due in arrivals if streams else ():
                 now = time.perf_counter() - start
                 if not killed and max(now, due) >= kill_at:
-                    for layer in range(1, KILLS + 1):
-                        mix = rng.choice(sorted(m for m in net.mixes if m.startswith(f"mix-{layer}-")))
+                    for mix in _busiest(net.mixes, [s for c in clients for s in route_schedulers(c)], rng):
                         net.fail(mix)
                         killed.append(mix)
                 if due > now:
