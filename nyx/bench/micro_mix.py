@@ -211,6 +211,10 @@ def records(budget_s: float) -> list[MicroRecord]:
     for (backend, loop), run in node_process_runs(window_s=max(1.0, min(3.0, budget_s * 6))).items():
         out.append(MicroRecord(f"mix node process forward/s, {backend} {loop}", run.forward_pps,
                                "mix hop/s, kem format (floor, same minute)", run.floor_hops))
+        if run.node_cpu > 0:  # what one core of the node's process does, busy or not
+            out.append(MicroRecord(f"mix node process forward per CPU-s, {backend} {loop}",
+                                   run.forward_pps / run.node_cpu, "mix hop/s, kem format (floor, same minute)",
+                                   run.floor_hops))
     return out
 
 
