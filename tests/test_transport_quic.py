@@ -260,3 +260,27 @@ async def test_backends_interoperate_and_backend_errors_are_contained(client, se
         for _ in range(3000):
             await a.send_wait("b", bytes(1000))
         assert await _until(lambda: len(got) == 3000)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_closing_with_packets_still_queued_is_a_clean_stop(backend, identities):
+    """A node stopping under load has packets queued on its links while ACKs keep opening the
+    window; closing must hand none of them to the connection it is closing (qh3 raises on a
+    DATAGRAM after close, which failed the stop) and must complete."""
+    for _ in range(3):
+        async with QuicTransport("a", identities["a"], backend=backend, queue_packets=256) as a, QuicTransport(
+            "b", identities["b"], backend=backend, queue_packets=256
+        ) as b:
+            a.add_peer("b", b.address)
+            await a.connect("b")
+            offered = 0
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 0.3
+            while loop.time() < until:  # a steady flow that keeps the link's queue full
+                while a.send_if_room("b", bytes(1000)):
+                    offered += 1
+                await asyncio.sleep(0)
+            for _ in range(256):
+                a.send_if_room("b", bytes(1000))
+            stats = a.stats("b")
+            assert stats.sent < offered + 256  # some are still queued as the stop begins

@@ -100,7 +100,11 @@ class OutboundLink:
         return self.owner.backend.window_open(conn.quic, self.handed_bytes, self.queue_packets)
 
     def _move_queue(self, conn: ConnectionDriver) -> None:
-        """Hand queued packets to the backend as far as its window allows."""
+        """Hand queued packets to the backend as far as its window allows; none to a connection
+        we are closing (qh3 raises on a DATAGRAM after close: a node stopping with packets still
+        queued would fail its shutdown)."""
+        if conn.closing or conn.ended:
+            return
         queue, stats, quic = self.queue, self.stats, conn.quic
         while len(queue) and self._window_open(conn):
             packet = queue.pop()
