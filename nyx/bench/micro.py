@@ -72,11 +72,12 @@ def run(names: Sequence[str] | None = None, budget_s: float = 0.3) -> list[Micro
 
 def format_table(records: Sequence[MicroRecord]) -> str:
     """A fixed-width table: operation, ops/s, reference, reference ops/s, ratio."""
-    header = f"{'operation':<44} {'ops/s':>12}  {'reference':<40} {'ref ops/s':>12} {'ratio':>7}"
+    width = max([44, *(len(r.name) for r in records)])
+    header = f"{'operation':<{width}} {'ops/s':>12}  {'reference':<40} {'ref ops/s':>12} {'ratio':>7}"
     lines = [header, "-" * len(header)]
     for r in records:
         lines.append(
-            f"{r.name:<44} {r.ops_per_s:>12,.1f}  {r.reference:<40} "
+            f"{r.name:<{width}} {r.ops_per_s:>12,.1f}  {r.reference:<40} "
             f"{r.reference_ops_per_s:>12,.1f} {r.ratio:>7.3f}"
         )
     return "\n".join(lines)
