@@ -127,11 +127,7 @@ class ConnectionDriver:
         except Exception as exc:  # a backend bug on hostile input must not take the node down
             self.events.backend_error(self, exc)
             return
-        self.process_events()
-        self.events.mark_dirty(self)
-        link = self.link
-        if link is not None and link.waiters:
-            link.wake.set()  # the datagram that confirms the handshake releases `connect`
+        self._received()
 
     def receive_many(self, datagrams: list[bytes], addr: tuple[str, int]) -> None:
         """A burst of datagrams for this connection in one backend call (qh3's
@@ -145,11 +141,14 @@ class ConnectionDriver:
         except Exception as exc:  # as in `receive`: counted, the connection goes on
             self.events.backend_error(self, exc)
             return
+        self._received()
+
+    def _received(self) -> None:
         self.process_events()
         self.events.mark_dirty(self)
         link = self.link
         if link is not None and link.waiters:
-            link.wake.set()
+            link.wake.set()  # the datagram that confirms the handshake releases `connect`
 
     @property
     def confirmed(self) -> bool:
