@@ -13,10 +13,11 @@ back byte-exact, its latency from its scheduled time. One process on one core ca
 tenth of that (SCL-001 passes at 100/s), so `--scale 0.1` is the load scaled to this machine;
 scale 1 is a machine limit (INCONCLUSIVE).
 
-**Chaos failover.** At the middle of the burst `KILLS` mixes (in each of the first layers, the
-one the most live routes cross) crash: unreachable at once (`Mixnet.fail`), still listed in the directory; clients detect them by
-losing records and fail over to other routes (docs/stream.md, "Multipath and failover"). They
-stay down to the end.
+**Chaos failover.** At the middle of the burst `KILLS` mixes crash, one per layer (layer 2, then
+1), each the one the most live routes cross (SCL-004's `victims_on_routes`: a random mix may
+carry no route of a short run's few clients): unreachable at once (`Mixnet.fail`), still listed
+in the directory; clients detect them by losing records and fail over to other routes
+(docs/stream.md, "Multipath and failover"). They stay down to the end.
 
 **Uptime** (`uptime_global`): the run's schedule is cut into windows of `WINDOW_S`; a window is up
 when at least `GOOD_SHARE` of the requests scheduled in it were answered byte-exact within
@@ -41,16 +42,15 @@ import heapq
 import math
 import random
 import time
-from collections.abc import Iterable
 
 from nyx.bench.loadgen import percentile
 from nyx.bench.mixnet import MixnetShape, mixnet
 from nyx.bench.report import Measurement
 from nyx.bench.scenarios import RunOptions
 from nyx.bench.scenarios import scl_001
+from nyx.bench.scenarios._failover import victims_on_routes
 from nyx.bench.scenarios.scl_001 import poisson_times, quiet_client_log
 from nyx.bench.scenarios.scl_045 import EchoStream, Message, open_streams, route_schedulers
-from nyx.stream.routes import RouteScheduler
 
 BASE_PER_S = scl_001.REQUESTS_PER_S  # the catalogue's baseline: SCL-001, 500 req/s of 64 B
 RELEASE_FACTOR = 2.0
@@ -62,7 +62,7 @@ LAYERS = scl_001.LAYERS
 MIXES_PER_LAYER = scl_001.MIXES_PER_LAYER
 MEAN_DELAY_S = scl_001.MEAN_DELAY_S
 ROUTES = 5  # multipath on (tests set 1)
-KILLS = 2  # mixes crashed in the middle of the burst: one in each of the first KILLS layers
+KILLS = 2  # mixes crashed in the middle of the burst: one per layer, layer 2 then layer 1
 WINDOW_S = 0.1
 GOOD_SHARE = 0.99
 DEADLINE_S = 1.0
@@ -96,19 +96,6 @@ async def replay(options: RunOptions) -> Measurement:
         return await _replay(options)
 
 
-def _busiest(mixes: Iterable[str], schedulers: list[RouteScheduler], rng: random.Random) -> list[str]:
-    """The crash victims: in each of the first `KILLS` layers, the mix the most live routes
-    cross (ties broken by `rng`). A random mix may carry no route of a short run's few clients,
-    and then the run measures nothing of failover."""
-    crossing = collections.Counter(m for s in schedulers for r in s.active() for m in r.mixes)
-    victims = []
-    for layer in range(1, KILLS + 1):
-        candidates = sorted(m for m in mixes if m.startswith(f"mix-{layer}-"))
-        most = max(crossing[m] for m in candidates)
-        victims.append(rng.choice([m for m in candidates if crossing[m] == most]))
-    return victims
-
-
 async def _replay(options: RunOptions) -> Measurement:
     rng = random.Random(options.seed)
     duration = options.duration_s
@@ -121,6 +108,7 @@ async def _replay(options: RunOptions) -> Measurement:
     mean_rate = base * (RELEASE_FACTOR + BURST_FACTOR * BURST_SHARE)
     peak_rate = base * (RELEASE_FACTOR + BURST_FACTOR)
     kill_at = (burst_from + burst_to) / 2
+    crash = victims_on_routes(KILLS)
     n_clients = max(MIN_CLIENTS, min(MAX_CLIENTS, math.ceil(peak_rate / REQUESTS_PER_CLIENT_S)))
     shape = MixnetShape(layers=LAYERS, mixes_per_layer=MIXES_PER_LAYER, gateways=GATEWAYS, mean_delay_s=MEAN_DELAY_S)
     setup_failures: collections.Counter[str] = collections.Counter()
@@ -149,7 +137,7 @@ async def _replay(options: RunOptions) -> Measurement:
             for due in arrivals if streams else ():
                 now = time.perf_counter() - start
                 if not killed and max(now, due) >= kill_at:
-                    for mix in _busiest(net.mixes, [s for c in clients for s in route_schedulers(c)], rng):
+                    for mix in crash(net, [s for c in clients for s in route_schedulers(c)], rng):
                         net.fail(mix)
                         killed.append(mix)
                 if due > now:
