@@ -26,6 +26,7 @@ from nyx.transport.backends import Backend
 from nyx.transport.base import LinkStats, PeerAddress, PeerId
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.tickets import ClientTicketCache, ServerTicketStore
+from nyx.transport.udp_batch import address_runs
 
 if TYPE_CHECKING:
     from nyx.transport.outbound import OutboundLink
@@ -179,25 +180,19 @@ class ConnectionDriver:
     def transmit(self, udp: asyncio.DatagramTransport) -> int:
         """Send what the connection has to send; re-arm its timer. Returns datagrams sent."""
         now = self.clock()
-        sent = 0
         try:
             datagrams = self.quic.datagrams_to_send(now=now)
         except Exception as exc:  # a backend bug must cost this connection a turn, not the node
             self.events.backend_error(self, exc)
             datagrams = []
         send_many = getattr(udp, "sendto_many", None)
-        if send_many is not None and len(datagrams) > 1:
-            # one sendmsg (GSO) per run of datagrams to one address: nearly always the whole batch
-            start = 0
-            for i in range(1, len(datagrams) + 1):
-                if i == len(datagrams) or datagrams[i][1] != datagrams[start][1]:
-                    send_many([data for data, _ in datagrams[start:i]], datagrams[start][1])
-                    start = i
-            sent = len(datagrams)
+        if send_many is not None:  # one sendmsg (GSO) per run to one address: nearly always all
+            for addr, run in address_runs(datagrams):
+                send_many(run, addr)
         else:
             for data, addr in datagrams:
                 udp.sendto(data, addr)
-                sent += 1
+        sent = len(datagrams)
         if sent:
             self.last_sent = now
         timer_at = self.quic.get_timer()

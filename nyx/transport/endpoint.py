@@ -21,6 +21,7 @@ handed to the backend is bounded (`queue_packets`, and the backend's window: see
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import socket
@@ -132,23 +133,18 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         """A burst from one address (a batched socket: see `Backend.open_udp`). Each run of
         datagrams for one known connection goes to its backend in one call; anything else takes
         the one-datagram path (admission, counted drops)."""
-        by_cid, run, run_driver = self.by_cid, [], None
-        for data in datagrams:
-            cid = destination_cid(data, CID_LENGTH)
-            driver = by_cid.get(cid) if cid is not None else None
-            if driver is not run_driver and run:
-                self.udp_received += len(run)
-                run_driver.receive_many(run, addr)  # type: ignore[union-attr]
-                run = []
+        for driver, group in itertools.groupby(datagrams, self._known):
             if driver is None:
-                run_driver = None
-                self.datagram_received(data, addr)
+                for data in group:
+                    self.datagram_received(data, addr)
             else:
-                run_driver = driver
-                run.append(data)
-        if run:
-            self.udp_received += len(run)
-            run_driver.receive_many(run, addr)  # type: ignore[union-attr]
+                run = list(group)
+                self.udp_received += len(run)
+                driver.receive_many(run, addr)
+
+    def _known(self, data: bytes) -> ConnectionDriver | None:
+        cid = destination_cid(data, CID_LENGTH)
+        return self.by_cid.get(cid) if cid is not None else None
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
         self.udp_received += 1

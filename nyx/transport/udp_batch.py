@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import itertools
 import socket
 from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 TURN_DATAGRAMS = 64
@@ -33,6 +35,21 @@ would drop them (QUIC recovers what it must)."""
 
 _GSO_REFUSED = frozenset({errno.EIO, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOPROTOOPT})
 """What `sendmsg` with UDP_SEGMENT returns where the kernel or the device refuses GSO."""
+
+
+def address_runs(pairs: Iterable[tuple[bytes, Any]]) -> Iterator[tuple[Any, list[bytes]]]:
+    """Consecutive (datagram, address) pairs grouped by address, in order: what one `sendmsg`
+    sends, or one protocol call receives."""
+    run: list[bytes] = []
+    addr: Any = None
+    for data, to in pairs:
+        if run and to != addr:
+            yield addr, run
+            run = []
+        addr = to
+        run.append(data)
+    if run:
+        yield addr, run
 
 
 class BatchedUdpTransport(asyncio.DatagramTransport):
@@ -54,7 +71,6 @@ class BatchedUdpTransport(asyncio.DatagramTransport):
         self._writing = False
         self._closing = False
         self._extra = {"socket": sock, "sockname": sock.getsockname(), "peername": None}
-        self.dropped = 0  # datagrams not sent because the send queue was full
         loop.add_reader(self._fd, self._on_readable)
         loop.call_soon(protocol.connection_made, self)
 
@@ -119,18 +135,14 @@ class BatchedUdpTransport(asyncio.DatagramTransport):
         end = min(start + TURN_DATAGRAMS, len(backlog))
         self._next = end
         protocol = self._protocol
-        i = start
-        while i < end and not self._closing:
-            addr = backlog[i][1]
-            j = i + 1
-            while j < end and backlog[j][1] == addr:
-                j += 1
+        for addr, run in address_runs(backlog[start:end]):
+            if self._closing:
+                break
             if self._batched:
-                protocol.datagrams_received([data for data, _ in backlog[i:j]], addr)  # type: ignore[attr-defined]
+                protocol.datagrams_received(run, addr)  # type: ignore[attr-defined]
             else:
-                for data, _ in backlog[i:j]:
+                for data in run:
                     protocol.datagram_received(data, addr)
-            i = j
         if end < len(backlog) and not self._closing:
             self._loop.call_soon(self._hand_over)
         else:
@@ -153,8 +165,8 @@ class BatchedUdpTransport(asyncio.DatagramTransport):
             self._enqueue(datagrams[sent:], addr)
 
     def _send(self, datagrams: list[bytes], addr: Any) -> int:
-        """Send as much as the socket takes now; returns how many left (or were dropped on an
-        error, which is reported). Stops at a full send buffer."""
+        """Send as much as the socket takes now; returns how many are done: sent, or dropped on an
+        error, which is reported. Stops at a full send buffer."""
         done = 0
         while done < len(datagrams):
             try:
@@ -173,7 +185,6 @@ class BatchedUdpTransport(asyncio.DatagramTransport):
     def _enqueue(self, datagrams: list[bytes], addr: Any) -> None:
         room = MAX_QUEUED - len(self._queue)
         if len(datagrams) > room:
-            self.dropped += len(datagrams) - room
             self._protocol.error_received(OSError(errno.ENOBUFS, "UDP send queue full; datagrams dropped"))
             datagrams = datagrams[:room]
         self._queue.extend((data, addr) for data in datagrams)
@@ -190,12 +201,7 @@ class BatchedUdpTransport(asyncio.DatagramTransport):
     def _flush_queue(self) -> None:
         queue = self._queue
         while queue:
-            addr = queue[0][1]
-            run: list[bytes] = []
-            for data, to in queue:
-                if to != addr or len(run) == TURN_DATAGRAMS:
-                    break
-                run.append(data)
+            addr, run = next(address_runs(list(itertools.islice(queue, TURN_DATAGRAMS))))
             sent = self._send(run, addr)
             for _ in range(sent):
                 queue.popleft()
