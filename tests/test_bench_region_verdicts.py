@@ -53,6 +53,12 @@ def test_scl_014_fails_when_the_links_between_regions_slow_to_300_ms(monkeypatch
 
     monkeypatch.setattr(scl_014, "make_clients", make_clients)
     monkeypatch.setattr(scl_014, "route_nodes", route_nodes)
+    # The slowdown lands after warm-up, so sessions first resend on round trips learned at 90 ms and
+    # a default route's echo (8 crossings, p95 2.6 s on a busy host) may come after the usual 0.25 s
+    # processing allowance; of only 27 requests two such would read as a shortfall (INCONCLUSIVE,
+    # seen once in CI). The load is not what this test drives, so late answers still count.
+    monkeypatch.setattr(scl_014, "PROCESSING_ALLOWANCE_S", 3.0)
+    monkeypatch.setattr(scl_014, "GRACE_S", 8.0)
     result = brief("SCL-014", duration_s=1.0, scale=0.01)
     assert result.verdict == "FAIL" and result.measurement.value > 600.0  # two crossings at least
 
