@@ -24,7 +24,6 @@ import asyncio
 import itertools
 import logging
 import os
-import socket
 from collections.abc import Callable
 
 from nyx.telemetry.window import SampleWindow
@@ -34,6 +33,7 @@ from nyx.transport.base import LinkStats, PacketHandler, PeerAddress, PeerId
 from nyx.transport.driver import CID_LENGTH, ConnectionDriver, ConnectionFactory, PeerAuthenticationError
 from nyx.transport.outbound import DATAGRAM_OVERHEAD_BYTES
 from nyx.transport.retry import RetryTokens
+from nyx.transport.sockbuf import SocketBuffers, size_udp_buffers, warn_if_capped
 from nyx.transport.wire import InitialHeader, destination_cid, is_initial, parse_initial
 
 log = logging.getLogger("nyx.transport.quic")
@@ -77,6 +77,7 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         self.handler_errors = self.unhandled = self.inbound_refused = self.auth_failures = 0
         self.handshakes = self.handshakes_resumed = self.backend_errors = 0
         self.handshake_s = SampleWindow(256)  # outbound handshake durations
+        self.socket_buffers: SocketBuffers | None = None  # what the kernel granted, once open
 
     # -- the socket --------------------------------------------------------------------------
 
@@ -92,16 +93,13 @@ class QuicEndpoint(asyncio.DatagramProtocol):
 
     def _size_socket_buffers(self, buffer_bytes: int) -> None:
         """Ask for large UDP buffers: a burst of one congestion window must not overflow the
-        kernel's default (about 200 kB, some 150 datagrams) while the loop is busy elsewhere.
-        The kernel caps the request at net.core.rmem_max / wmem_max."""
+        kernel's default (about 200 kB, some 90 datagrams) while the loop is busy elsewhere
+        (sockbuf.py: the kernel's cap, the privileged fallback, the warning)."""
         sock = self.udp.get_extra_info("socket") if self.udp is not None else None
         if sock is None:
             return
-        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-            try:
-                sock.setsockopt(socket.SOL_SOCKET, option, buffer_bytes)
-            except OSError as exc:  # pragma: no cover - platform dependent
-                log.debug("%s: cannot size socket buffer: %s", self.node_id, exc)
+        self.socket_buffers = size_udp_buffers(sock, buffer_bytes)
+        warn_if_capped(self.node_id, self.socket_buffers)
 
     def error_received(self, exc: Exception) -> None:
         self.socket_errors += 1

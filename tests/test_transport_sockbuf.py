@@ -1,0 +1,87 @@
+"""The UDP buffer sizing of sockbuf.py on real sockets: the kernel's cap is detected, lifted where
+the process may force it, and otherwise named in one warning with the sysctl that lifts it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nyx.transport.backends import available
+from nyx.transport.certs import NodeIdentity
+from nyx.transport.quic import QuicTransport
+from nyx.transport.sockbuf import SO_RCVBUFFORCE, _force_options, size_udp_buffers, warn_if_capped
+
+RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
+pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the caps read here are Linux's sysctls")
+
+
+@pytest.fixture
+def udp() -> Iterator[socket.socket]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    yield sock
+    sock.close()
+
+
+def above_the_cap() -> int:
+    """A request the kernel's unprivileged cap refuses, whatever this machine's sysctl says."""
+    return 4 * max(int(RMEM_MAX.read_text()), int(Path("/proc/sys/net/core/wmem_max").read_text()))
+
+
+def test_a_request_within_the_cap_is_granted_and_not_reported(udp: socket.socket) -> None:
+    wanted = int(RMEM_MAX.read_text()) // 4
+    buffers = size_udp_buffers(udp, wanted, force=False)
+    assert buffers.receive >= wanted and buffers.send >= wanted  # Linux reports twice the grant
+    assert not buffers.capped and not buffers.forced
+
+
+def test_a_capped_request_is_detected_and_warned_with_the_sysctl(
+    udp: socket.socket, caplog: pytest.LogCaptureFixture
+) -> None:
+    wanted = above_the_cap()
+    buffers = size_udp_buffers(udp, wanted, force=False)
+    assert buffers.capped and buffers.receive < wanted
+    with caplog.at_level(logging.WARNING, logger="nyx.transport.quic"):
+        warn_if_capped("mix-1", buffers)
+    [record] = caplog.records
+    assert "mix-1" in record.message and f"net.core.rmem_max={wanted}" in record.message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="nyx.transport.quic"):
+        warn_if_capped("mix-1", size_udp_buffers(udp, 4096, force=False))
+    assert not caplog.records  # a granted request says nothing
+
+
+def may_force() -> bool:
+    """Whether this process holds CAP_NET_ADMIN (root, unless its capabilities were dropped)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 4096)
+        except OSError:
+            return False
+    return True
+
+
+def test_the_cap_is_forced_only_where_the_process_is_privileged(udp: socket.socket) -> None:
+    wanted = above_the_cap()
+    buffers = size_udp_buffers(udp, wanted)
+    if _force_options() and may_force():  # CAP_NET_ADMIN (a root container, CI)
+        assert buffers.forced and not buffers.capped and buffers.receive >= wanted
+    else:  # EPERM: the defaults stay and the caller warns
+        assert buffers.capped and not buffers.forced
+
+
+@pytest.mark.parametrize("backend", ["aioquic", pytest.param("qh3", marks=pytest.mark.skipif(
+    not available("qh3"), reason="qh3 not installed"))])
+async def test_a_transport_reports_what_its_socket_was_granted(backend: str) -> None:
+    identity = NodeIdentity.generate("a")
+    async with QuicTransport("a", identity, backend=backend, socket_buffer_bytes=1 << 20) as a:
+        buffers = a.endpoint.socket_buffers
+        assert buffers is not None and buffers.wanted == 1 << 20
+        sock = a.endpoint.udp.get_extra_info("socket") if a.endpoint.udp is not None else None
+        assert sock is not None
+        assert buffers.receive == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 0
