@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -13,6 +12,7 @@ from nyx.transport.backends import available
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.link import LinkPhase
 from nyx.transport.quic import PeerAuthenticationError, QuicTransport
+from tests.quic_pacing import burst_window, send_all, until
 
 BACKENDS = [
     "aioquic",
@@ -23,39 +23,6 @@ BACKENDS = [
 @pytest.fixture(scope="module")
 def identities() -> dict[str, NodeIdentity]:
     return {name: NodeIdentity.generate(name) for name in ("a", "b", "mallory")}
-
-
-async def _until(predicate, timeout_s: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
-def burst_window(receiver: QuicTransport) -> int | None:
-    """How many 1,000-byte packets a test may send before waiting for them to arrive: None (no
-    limit) when the receiver's socket got the buffer it asked for; else what its capped buffer
-    holds, about 2 kB of kernel accounting each. Both ends share one event loop here, so a whole
-    congestion window lands in the receiver's socket before it reads any: on a machine whose
-    kernel keeps `net.core.rmem_max` at its default and that may not force it (not root), those
-    bursts would be dropped by the kernel, which is not what these tests examine (sockbuf.py warns
-    an operator of it; test_transport_sockbuf.py tests that)."""
-    buffers = receiver.endpoint.socket_buffers
-    assert buffers is not None
-    return max(16, buffers.receive // 4096) if buffers.capped else None
-
-
-async def send_all(
-    sender: QuicTransport, peer: str, packets: Iterable[bytes], arrived: Callable[[], int], window: int | None
-) -> None:
-    """`send_wait` each packet; with a `window`, wait for each window's packets to arrive first."""
-    for count, packet in enumerate(packets, start=1):
-        await sender.send_wait(peer, packet)
-        if window is not None and count % window == 0:
-            assert await _until(lambda: arrived() >= count)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -69,7 +36,7 @@ async def test_twenty_thousand_packets_arrive_with_matching_counts(backend, iden
         await a.connect("b")
         numbered = (i.to_bytes(4, "big") * 250 for i in range(20_000))  # 1,000 bytes each
         await send_all(a, "b", numbered, lambda: len(received), burst_window(b))
-        assert await _until(lambda: len(received) >= 20_000)
+        assert await until(lambda: len(received) >= 20_000)
         sent, got = a.stats("b"), b.stats("a")
         assert sent.sent == got.received == len(received) == 20_000
         assert sent.dropped == 0
@@ -109,9 +76,9 @@ async def test_restarted_peer_is_reconnected_without_losing_later_packets(backen
         a.add_peer("b", b.address)
         for i in range(100):
             await a.send_wait("b", b"before-%d" % i)
-        assert await _until(lambda: len(received) == 100)
+        assert await until(lambda: len(received) == 100)
         await b.close()  # tells a with CONNECTION_CLOSE
-        assert await _until(lambda: a.link_phase("b") is not LinkPhase.UP)
+        assert await until(lambda: a.link_phase("b") is not LinkPhase.UP)
 
         b = QuicTransport("b", identities["b"], backend=backend, port=port)
         await b.listen()
@@ -119,7 +86,7 @@ async def test_restarted_peer_is_reconnected_without_losing_later_packets(backen
         b.set_handler(lambda peer, packet: later.append(packet))
         for i in range(1000):
             await a.send_wait("b", b"after-%d" % i)
-        assert await _until(lambda: len(later) == 1000)
+        assert await until(lambda: len(later) == 1000)
         assert later == [b"after-%d" % i for i in range(1000)] or sorted(later) == sorted(
             b"after-%d" % i for i in range(1000)
         )
@@ -140,7 +107,7 @@ async def test_oversize_packet_is_refused_with_an_error(backend, identities):
         with pytest.raises(OversizeError):
             a.send("b", b"x" * (a.max_packet_bytes + 1))
         assert a.send("b", b"x" * a.max_packet_bytes)  # the largest one still goes through
-        assert await _until(lambda: len(got) == 1)
+        assert await until(lambda: len(got) == 1)
 
 
 async def test_unknown_peer_and_missing_fingerprint_are_clear_errors(identities):
@@ -170,10 +137,10 @@ async def test_garbage_datagrams_are_counted_not_fatal(identities):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             for junk in (b"", b"\x00", b"\xc0" + b"\xff" * 40, b"\x40" + b"\x01" * 1300, bytes(1200)):
                 s.sendto(junk, ("127.0.0.1", b.port))
-        assert await _until(lambda: b.unroutable >= 4)
+        assert await until(lambda: b.unroutable >= 4)
         a.add_peer("b", b.address)
         a.send("b", b"still fine")
-        assert await _until(lambda: got == [b"still fine"])
+        assert await until(lambda: got == [b"still fine"])
 
 
 async def test_idle_link_is_closed_and_reopened_on_the_next_send(identities):
@@ -184,10 +151,10 @@ async def test_idle_link_is_closed_and_reopened_on_the_next_send(identities):
         b.set_handler(lambda peer, packet: got.append(packet))
         a.add_peer("b", b.address)
         a.send("b", b"1")
-        assert await _until(lambda: got == [b"1"])
-        assert await _until(lambda: a.link_phase("b") is LinkPhase.DOWN, timeout_s=3)
+        assert await until(lambda: got == [b"1"])
+        assert await until(lambda: a.link_phase("b") is LinkPhase.DOWN, timeout_s=3)
         a.send("b", b"2")
-        assert await _until(lambda: got == [b"1", b"2"])
+        assert await until(lambda: got == [b"1", b"2"])
         assert a.stats("b").connects == 2
 
 
@@ -199,7 +166,7 @@ async def test_inbound_packets_are_labelled_with_the_peer_hello(identities):
         await a.connect("b")
         await asyncio.sleep(0.05)
         a.send("b", b"x")
-        assert await _until(lambda: peers == ["a"])
+        assert await until(lambda: peers == ["a"])
         assert "a" in b.peers()
 
 
@@ -215,7 +182,7 @@ def test_packets_flow_under_uvloop_whose_clock_has_1ms_resolution(backend, ident
             b.set_handler(lambda peer, packet: got.append(packet))
             a.add_peer("b", b.address)
             await send_all(a, "b", (bytes(1000) for _ in range(5000)), lambda: len(got), burst_window(b))
-            await _until(lambda: len(got) >= 5000)
+            await until(lambda: len(got) >= 5000)
             return a.stats("b").sent, len(got), a.stats("b").rtt_s
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -244,11 +211,11 @@ async def test_crashed_peer_is_detected_by_silence_and_reconnected(backend, iden
         for i in range(20):  # sent into the dead connection until silence is noticed
             a.send("b", b"lost?")
             await asyncio.sleep(0.05)
-        assert await _until(lambda: a.stats("b").connects == 2, timeout_s=5)
+        assert await until(lambda: a.stats("b").connects == 2, timeout_s=5)
         assert a.silent_peers == 1
         for i in range(500):
             await a.send_wait("b", b"after-%d" % i)
-        assert await _until(lambda: sum(p.startswith(b"after-") for p in later) == 500)
+        assert await until(lambda: sum(p.startswith(b"after-") for p in later) == 500)
     finally:
         await a.close()
         await b.close()
@@ -281,7 +248,7 @@ async def test_backends_interoperate_and_backend_errors_are_contained(client, se
         b.set_handler(lambda peer, packet: got.append(packet))
         a.add_peer("b", b.address)
         await send_all(a, "b", (bytes(1000) for _ in range(3000)), lambda: len(got), burst_window(b))
-        assert await _until(lambda: len(got) == 3000)
+        assert await until(lambda: len(got) == 3000)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
