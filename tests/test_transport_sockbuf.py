@@ -3,6 +3,7 @@ the process may force it, and otherwise named in one warning with the sysctl tha
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import sys
@@ -11,10 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from nyx.node import NodeRuntime, parse_config
+from nyx.node.config import NodeConfig
 from nyx.transport.backends import available
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.quic import QuicTransport
-from nyx.transport.sockbuf import SO_RCVBUFFORCE, _force_options, size_udp_buffers, warn_if_capped
+from nyx.transport.sockbuf import SO_RCVBUFFORCE, _force_options, cap_message, size_udp_buffers
 
 RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the caps read here are Linux's sysctls")
@@ -40,20 +43,14 @@ def test_a_request_within_the_cap_is_granted_and_not_reported(udp: socket.socket
     assert not buffers.capped and not buffers.forced
 
 
-def test_a_capped_request_is_detected_and_warned_with_the_sysctl(
-    udp: socket.socket, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_capped_request_is_detected_and_named_with_the_sysctl(udp: socket.socket) -> None:
     wanted = above_the_cap()
     buffers = size_udp_buffers(udp, wanted, force=False)
     assert buffers.capped and buffers.receive < wanted
-    with caplog.at_level(logging.WARNING, logger="nyx.transport.quic"):
-        warn_if_capped("mix-1", buffers)
-    [record] = caplog.records
-    assert "mix-1" in record.message and f"net.core.rmem_max={wanted}" in record.message
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="nyx.transport.quic"):
-        warn_if_capped("mix-1", size_udp_buffers(udp, 4096, force=False))
-    assert not caplog.records  # a granted request says nothing
+    message = cap_message("mix-1", buffers)
+    assert message is not None and message.startswith("mix-1: ")
+    assert f"sysctl -w net.core.rmem_max={wanted} net.core.wmem_max={wanted}" in message
+    assert cap_message("mix-1", size_udp_buffers(udp, 4096, force=False)) is None  # granted: nothing to say
 
 
 def may_force() -> bool:
@@ -80,8 +77,39 @@ def test_the_cap_is_forced_only_where_the_process_is_privileged(udp: socket.sock
 async def test_a_transport_reports_what_its_socket_was_granted(backend: str) -> None:
     identity = NodeIdentity.generate("a")
     async with QuicTransport("a", identity, backend=backend, socket_buffer_bytes=1 << 20) as a:
-        buffers = a.endpoint.socket_buffers
+        buffers = a.socket_buffers
         assert buffers is not None and buffers.wanted == 1 << 20
         sock = a.endpoint.udp.get_extra_info("socket") if a.endpoint.udp is not None else None
         assert sock is not None
         assert buffers.receive == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) > 0
+
+
+async def test_a_node_runtime_warns_its_operator_once_when_the_cap_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An unprivileged process (no SO_RCVBUFFORCE) on this machine's cap, whatever that is.
+    monkeypatch.setattr("nyx.transport.sockbuf._force_options", lambda: {})
+    config = parse_config({"node_id": "mix-7", "data_dir": str(tmp_path), "metrics": {"port": -1}})
+    wanted = above_the_cap()
+
+    def transport(cfg: NodeConfig) -> QuicTransport:
+        return QuicTransport(cfg.node_id, NodeIdentity.generate(cfg.node_id), socket_buffer_bytes=wanted)
+
+    runtime = NodeRuntime(config, transport)
+
+    async def idle(rt: NodeRuntime) -> None:
+        await asyncio.Event().wait()
+
+    with caplog.at_level(logging.INFO):
+        async with asyncio.TaskGroup() as tg:
+            run = tg.create_task(runtime.run(idle, handle_signals=False))
+            while runtime.address is None:
+                await asyncio.sleep(0.01)
+            runtime.stop(drain=False)
+            await run
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "sysctl" in r.message]
+    assert len(warnings) == 1 and warnings[0].name == "nyx.node.runtime" and "mix-7" in warnings[0].message
+    # the transport itself said it at INFO only: an embedding application is not shouted at
+    assert [r.levelno for r in caplog.records if r.name == "nyx.transport.quic" and "sysctl" in r.message] == [
+        logging.INFO
+    ]

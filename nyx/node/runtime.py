@@ -28,6 +28,7 @@ from nyx.node.config import NodeConfig, resolve_backend
 from nyx.node.keys import load_or_create_identity
 from nyx.telemetry import MetricRegistry, MetricsServer
 from nyx.transport.base import PeerAddress, Transport
+from nyx.transport.sockbuf import SocketBuffers, cap_message
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +136,7 @@ class NodeRuntime:
                 loop_name(loop), address.fingerprint,
                 f"http://{self.metrics.host}:{self.metrics.port}/metrics" if self.metrics else "off",
             )
+            self._warn_of_capped_buffers()
             async with asyncio.TaskGroup() as tg:
                 tasks = [tg.create_task(self.registry.run(1.0), name="metrics-publisher")]
                 if service is not None:
@@ -157,6 +159,14 @@ class NodeRuntime:
     def _transport_name(self) -> str:
         backend = getattr(self.transport, "backend", None)
         return getattr(backend, "name", None) or type(self.transport).__name__
+
+    def _warn_of_capped_buffers(self) -> None:
+        """A node's operator can lift a kernel cap on its socket buffers; say how (sockbuf.py).
+        Transports without a UDP socket (SimTransport) have nothing to report."""
+        buffers = getattr(self.transport, "socket_buffers", None)
+        message = cap_message(self.config.node_id, buffers) if isinstance(buffers, SocketBuffers) else None
+        if message is not None:
+            log.warning("%s", message)
 
     async def _drain(self) -> int:
         self.draining = True

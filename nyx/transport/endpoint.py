@@ -33,7 +33,7 @@ from nyx.transport.base import LinkStats, PacketHandler, PeerAddress, PeerId
 from nyx.transport.driver import CID_LENGTH, ConnectionDriver, ConnectionFactory, PeerAuthenticationError
 from nyx.transport.outbound import DATAGRAM_OVERHEAD_BYTES
 from nyx.transport.retry import RetryTokens
-from nyx.transport.sockbuf import SocketBuffers, size_udp_buffers, warn_if_capped
+from nyx.transport.sockbuf import SocketBuffers, cap_message, size_udp_buffers
 from nyx.transport.wire import InitialHeader, destination_cid, is_initial, parse_initial
 
 log = logging.getLogger("nyx.transport.quic")
@@ -99,7 +99,9 @@ class QuicEndpoint(asyncio.DatagramProtocol):
         if sock is None:
             return
         self.socket_buffers = size_udp_buffers(sock, buffer_bytes)
-        warn_if_capped(self.node_id, self.socket_buffers)
+        message = cap_message(self.node_id, self.socket_buffers)
+        if message is not None:  # a node's runtime repeats it as a warning; an embedding app decides
+            log.info("%s", message)
 
     def error_received(self, exc: Exception) -> None:
         self.socket_errors += 1

@@ -50,6 +50,7 @@ from nyx.transport.link import LinkPhase
 from nyx.transport.outbound import OutboundLink
 from nyx.transport.quic_settings import QuicSettings
 from nyx.transport.retry import RetryTokens
+from nyx.transport.sockbuf import SocketBuffers
 from nyx.transport.supervisor import LinkSupervisor
 from nyx.transport.tickets import ClientTicketCache, ServerTicketStore
 
@@ -359,6 +360,11 @@ class QuicTransport(Transport):
     @property
     def admission(self) -> InboundAdmission[ConnectionDriver]:
         return self._endpoint.admission
+
+    @property
+    def socket_buffers(self) -> SocketBuffers | None:
+        """The UDP buffers asked of the kernel and granted (None before `listen`); sockbuf.py."""
+        return self._endpoint.socket_buffers
 
     @property
     def retry_tokens(self) -> RetryTokens:

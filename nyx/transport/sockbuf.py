@@ -6,7 +6,9 @@ loop is busy is dropped by the kernel, and a dropped DATAGRAM frame is never res
 SO_RCVBUF / SO_SNDBUF at `net.core.rmem_max` / `wmem_max` (212,992 bytes by default, about 90
 full-size datagrams), so a node asks for more, falls back to the privileged SO_*BUFFORCE options
 when it may (CAP_NET_ADMIN: a root container), and otherwise warns once with the sysctl that
-lifts the cap, as quic-go does, rather than losing packets with no word.
+lifts the cap, as quic-go does, rather than losing packets with no word: a node process logs it as
+a warning at start (nyx/node/runtime.py); an embedded transport (a client) only at INFO, and
+`QuicTransport.socket_buffers` says what was granted.
 
 Linux reports back twice what it granted (half is its bookkeeping), so the `granted` figures here
 are the kernel's own numbers and a buffer counts as large enough when it reports at least what
@@ -15,13 +17,10 @@ was asked.
 
 from __future__ import annotations
 
-import logging
 import platform
 import socket
 import sys
 from dataclasses import dataclass
-
-log = logging.getLogger("nyx.transport.quic")
 
 # Python's socket module does not name these. Values of <asm-generic/socket.h>, which the common
 # Linux architectures use (alpha, mips, parisc and sparc number them differently: not tried there).
@@ -67,8 +66,8 @@ def size_udp_buffers(sock: socket.socket, wanted: int, *, force: bool = True) ->
     for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, option, wanted)
-        except OSError as exc:  # pragma: no cover - platform dependent
-            log.debug("cannot size socket buffer %d: %s", option, exc)
+        except OSError:  # pragma: no cover - platform dependent: the figures read below say so
+            pass
         if _read(sock, option) < wanted and option in force_options:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, force_options[option], wanted)
@@ -78,13 +77,12 @@ def size_udp_buffers(sock: socket.socket, wanted: int, *, force: bool = True) ->
     return SocketBuffers(wanted, _read(sock, socket.SO_RCVBUF), _read(sock, socket.SO_SNDBUF), forced)
 
 
-def warn_if_capped(node_id: str, buffers: SocketBuffers) -> None:
-    """One warning naming the sysctl, when the kernel kept the buffers below the request."""
+def cap_message(node_id: str, buffers: SocketBuffers) -> str | None:
+    """What to tell an operator when the kernel kept the buffers below the request: the sysctl."""
     if not buffers.capped:
-        return
-    log.warning(
-        "%s: the kernel capped the UDP socket buffers at %d bytes received / %d sent (as it reports them) of "
-        "%d asked; bursts beyond that are dropped before QUIC sees them. Raise the cap: "
-        "sysctl -w net.core.rmem_max=%d net.core.wmem_max=%d",
-        node_id, buffers.receive, buffers.send, buffers.wanted, buffers.wanted, buffers.wanted,
+        return None
+    return (
+        f"{node_id}: the kernel capped the UDP socket buffers at {buffers.receive} bytes received / {buffers.send} "
+        f"sent (as it reports them) of {buffers.wanted} asked; bursts beyond that are dropped before QUIC sees "
+        f"them. Raise the cap: sysctl -w net.core.rmem_max={buffers.wanted} net.core.wmem_max={buffers.wanted}"
     )
