@@ -18,6 +18,7 @@ import pytest
 from nyx.transport.backends import available
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.quic import QuicTransport
+from tests.quic_pacing import until
 
 BACKENDS = [
     "aioquic",
@@ -41,15 +42,6 @@ def forged_initial(token: bytes = b"") -> bytes:
     return head + bytes([0x40 | rest >> 8, rest & 0xFF]) + os.urandom(rest)
 
 
-async def _until(predicate, timeout_s: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        await asyncio.sleep(0.002)
-    return True
-
-
 async def flood(target: QuicTransport, count: int, source_host: str = "127.0.0.1") -> int:
     """Send `count` forged Initials to `target` from one socket; return the peak number of
     inbound connections it held (sampled after every batch)."""
@@ -63,7 +55,7 @@ async def flood(target: QuicTransport, count: int, source_host: str = "127.0.0.1
             for _ in range(batch):
                 sock.sendto(forged_initial(), (target.host, target.port))
             sent += batch
-            assert await _until(lambda: target.udp_received >= base + batch, timeout_s=10)
+            assert await until(lambda: target.udp_received >= base + batch, timeout_s=10)
             peak = max(peak, int(target.metric_values()["transport_inbound_connections"]))
     return peak
 
@@ -75,7 +67,7 @@ async def exchange_within(a: QuicTransport, b: QuicTransport, got: list[bytes], 
     a.add_peer("b", b.address)
     await asyncio.wait_for(a.connect("b"), budget_s)
     a.send("b", b"real client")
-    assert await _until(lambda: got == [b"real client"], timeout_s=budget_s - (time.monotonic() - start))
+    assert await until(lambda: got == [b"real client"], timeout_s=budget_s - (time.monotonic() - start))
     return time.monotonic() - start
 
 
@@ -110,7 +102,7 @@ async def test_half_open_budget_evicts_oldest_and_expires_on_both_backends(backe
         assert b.admission.evicted_full >= 1000 - 64
         await exchange_within(a, b, got, budget_s=1.0)
         # the handshake timeout empties the half-open table, whatever timers the backend arms
-        assert await _until(lambda: b.admission.half_open == 0, timeout_s=1.5)
+        assert await until(lambda: b.admission.half_open == 0, timeout_s=1.5)
         values = b.metric_values()
         assert values["transport_inbound_half_open"] == 0
         assert values["transport_inbound_connections"] == 1  # the real client, established
@@ -162,7 +154,7 @@ async def test_forged_retry_tokens_are_counted_drops(backend, identities):
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
             for token in (b"\x00", os.urandom(40), os.urandom(300)):
                 sock.sendto(forged_initial(token), (b.host, b.port))
-        assert await _until(lambda: b.retry_tokens.rejected == 3)
+        assert await until(lambda: b.retry_tokens.rejected == 3)
         assert b.metric_values()["transport_retry_token_rejected_total"] == 3
         assert b.admission.half_open == 0
 
@@ -182,12 +174,12 @@ async def _measure(backend: str) -> None:
     limits = AdmissionLimits(max_half_open=n, max_half_open_per_source=n, retry_above=None, handshake_timeout_s=2.0)
     async with QuicTransport("b", ids["b"], backend=backend, admission=limits) as b:
         await flood(b, 200)  # warm up allocators and code paths
-        assert await _until(lambda: b.admission.half_open == 0, timeout_s=5)
+        assert await until(lambda: b.admission.half_open == 0, timeout_s=5)
         before, start = _rss_bytes(), time.perf_counter()
         await flood(b, n)
         took = time.perf_counter() - start
         grown = _rss_bytes() - before
-        await _until(lambda: b.admission.half_open == 0, timeout_s=10)
+        await until(lambda: b.admission.half_open == 0, timeout_s=10)
         gone_s = time.perf_counter() - start - took
         print(
             f"{backend}: no limits: {n} forged Initials in {took:.2f} s ({took / n * 1e6:.0f} us each), "

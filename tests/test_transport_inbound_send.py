@@ -3,7 +3,6 @@ over the connections they opened to it (real QUIC on 127.0.0.1, both backends)."
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 
@@ -14,6 +13,7 @@ from nyx.transport.backends import available
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.link import LinkPhase
 from nyx.transport.quic import QuicTransport
+from tests.quic_pacing import until
 
 BACKENDS = [
     "aioquic",
@@ -27,16 +27,6 @@ def identities() -> dict[str, NodeIdentity]:
     return {name: NodeIdentity.generate(name) for name in (GW, "client", "mix")}
 
 
-async def _until(predicate, timeout_s: float = 3.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.005)
-    return True
-
-
 async def _client(gateway: QuicTransport, client_id: str, identity: NodeIdentity, backend: str,
                   inbox: list[bytes]) -> QuicTransport:
     """A client: listens on port 0 (it must, to have a socket), connects to the gateway and says
@@ -47,7 +37,7 @@ async def _client(gateway: QuicTransport, client_id: str, identity: NodeIdentity
     client.add_peer(GW, gateway.address)
     await client.connect(GW)
     assert client.send(GW, b"hello gateway")
-    assert await _until(lambda: gateway.inbound_source(client_id) == ("127.0.0.1", client.port))
+    assert await until(lambda: gateway.inbound_source(client_id) == ("127.0.0.1", client.port))
     return client
 
 
@@ -59,11 +49,11 @@ async def test_gateway_sends_back_to_its_client_until_the_client_goes(backend, i
     async with QuicTransport(GW, identities[GW], backend=backend) as gateway:
         gateway.set_handler(lambda peer, packet: heard.append((peer, packet)))
         client = await _client(gateway, client_id, identities["client"], backend, inbox)
-        assert await _until(lambda: (client_id, b"hello gateway") in heard)
+        assert await until(lambda: (client_id, b"hello gateway") in heard)
         for i in range(50):
             assert gateway.send(client_id, b"reply-%d" % i)
         await gateway.send_wait(client_id, b"last")
-        assert await _until(lambda: len(inbox) == 51)
+        assert await until(lambda: len(inbox) == 51)
         assert inbox == [b"reply-%d" % i for i in range(50)] + [b"last"]
         stats = gateway.stats(client_id)
         assert (stats.sent, stats.received, stats.dropped) == (51, 1, 0)
@@ -80,7 +70,7 @@ async def test_gateway_sends_back_to_its_client_until_the_client_goes(backend, i
             gateway.send(unlabelled, b"not a name anyone claimed")
 
         await client.close()  # CONNECTION_CLOSE: the gateway forgets the label once it terminates
-        assert await _until(lambda: gateway.inbound_source(client_id) is None)
+        assert await until(lambda: gateway.inbound_source(client_id) is None)
         with pytest.raises(UnknownPeerError):
             gateway.send(client_id, b"gone")
     with pytest.raises(TransportClosedError):
@@ -102,15 +92,15 @@ async def test_reconnecting_client_takes_its_label_from_the_old_connection(backe
             try:
                 for i in range(10):
                     assert gateway.send(client_id, b"to-%d" % i)
-                assert await _until(lambda: len(new_inbox) == 10)
+                assert await until(lambda: len(new_inbox) == 10)
                 assert old_inbox == []
                 old.send(GW, b"from the old connection")  # still received, under the same label
-                assert await _until(lambda: (client_id, b"from the old connection") in heard)
+                assert await until(lambda: (client_id, b"from the old connection") in heard)
                 assert gateway.stats(client_id).received == 3
             finally:
                 await new.close()
             # the label holder ended: the label is free, even though the old connection lives
-            assert await _until(lambda: gateway.inbound_source(client_id) is None)
+            assert await until(lambda: gateway.inbound_source(client_id) is None)
             with pytest.raises(UnknownPeerError):
                 gateway.send(client_id, b"nobody holds it")
         finally:
@@ -133,7 +123,7 @@ async def test_sends_beyond_the_bound_are_counted_drops(backend, identities):
             assert gateway.send_if_room(client_id, b"after the flush")
             for i in range(300):  # backpressure instead of drops
                 await gateway.send_wait(client_id, b"waited-%d" % i)
-            assert await _until(lambda: len(inbox) == 4 + 1 + 300)
+            assert await until(lambda: len(inbox) == 4 + 1 + 300)
             assert inbox[-300:] == [b"waited-%d" % i for i in range(300)]
             assert gateway.stats(client_id).dropped == 16
         finally:
@@ -159,12 +149,12 @@ async def test_inbound_source_and_close_inbound(backend, identities, caplog):
             with pytest.raises(UnknownPeerError):
                 await gateway.wait_writable(client_id)
             # the client hears the reason, and its next send reconnects and reclaims the label
-            assert await _until(lambda: client.link_phase(GW) is not LinkPhase.UP)
+            assert await until(lambda: client.link_phase(GW) is not LinkPhase.UP)
             assert any("rate limited" in r.getMessage() for r in caplog.records)
             client.send(GW, b"back")
-            assert await _until(lambda: gateway.inbound_source(client_id) is not None)
+            assert await until(lambda: gateway.inbound_source(client_id) is not None)
             assert gateway.send(client_id, b"welcome back")
-            assert await _until(lambda: inbox == [b"welcome back"])
+            assert await until(lambda: inbox == [b"welcome back"])
         finally:
             await client.close()
 
@@ -180,11 +170,11 @@ async def test_directory_peer_is_sent_to_over_its_outbound_link(backend, identit
         mix.add_peer(GW, gateway.address)
         await mix.connect(GW)
         mix.send(GW, b"hi")
-        assert await _until(lambda: gateway.inbound_source("mix") is not None)
+        assert await until(lambda: gateway.inbound_source("mix") is not None)
         gateway.add_peer("mix", mix.address)  # in the directory: never over the inbound connection
         for i in range(20):
             assert gateway.send("mix", b"over-the-link-%d" % i)
-        assert await _until(lambda: len(heard_by_mix) == 20)
+        assert await until(lambda: len(heard_by_mix) == 20)
         assert gateway.link_phase("mix") is LinkPhase.UP
         assert gateway.endpoint.stats_in["mix"].sent == 0  # the inbound connection carried none
         assert mix.endpoint.stats_in[GW].received == 20  # they came in on the gateway's own link
@@ -204,19 +194,19 @@ async def test_sim_gateway_reaches_a_client_that_contacted_it_as_over_quic():
         await client.listen()
         client.set_handler(lambda peer, packet: inbox.append(packet))
         client.send(GW, b"hello")
-        assert await _until(lambda: gateway.inbound_source(client_id) == (f"sim/{client_id}", 0))
+        assert await until(lambda: gateway.inbound_source(client_id) == (f"sim/{client_id}", 0))
         return client
 
     client = await attach()
     assert gateway.send(client_id, b"reply")  # no add_peer: the client contacted the gateway
-    assert await _until(lambda: inbox == [b"reply"])
+    assert await until(lambda: inbox == [b"reply"])
     assert gateway.close_inbound(client_id, "rate limited")
     assert not gateway.close_inbound(client_id, "again")
     assert gateway.inbound_source(client_id) is None
     with pytest.raises(UnknownPeerError):
         gateway.send(client_id, b"shed")
     client.send(GW, b"back")  # sending again "reconnects"
-    assert await _until(lambda: gateway.inbound_source(client_id) is not None)
+    assert await until(lambda: gateway.inbound_source(client_id) is not None)
     assert gateway.send(client_id, b"welcome back")
     await client.close()
     assert gateway.inbound_source(client_id) is None
@@ -224,5 +214,5 @@ async def test_sim_gateway_reaches_a_client_that_contacted_it_as_over_quic():
         gateway.send(client_id, b"gone")
     await attach()  # a new transport under the same id
     assert gateway.send(client_id, b"to the new one")
-    assert await _until(lambda: inbox[-1] == b"to the new one")
+    assert await until(lambda: inbox[-1] == b"to the new one")
     await net.close()

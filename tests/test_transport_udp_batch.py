@@ -15,6 +15,7 @@ import socket
 import pytest
 
 from nyx.transport.backends import available, load_backend
+from tests.quic_pacing import until
 
 pytestmark = pytest.mark.skipif(not available("qh3"), reason="qh3 (quinn-udp) not installed")
 
@@ -65,16 +66,6 @@ async def _open(protocol: asyncio.DatagramProtocol, port: int = 0):
     return transport
 
 
-async def _until(predicate, timeout_s: float = 10.0) -> bool:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not predicate():
-        if loop.time() > deadline:
-            return False
-        await asyncio.sleep(0.002)
-    return True
-
-
 def _numbered(count: int, size: int = 1200) -> list[bytes]:
     return [i.to_bytes(4, "big") * (size // 4) for i in range(count)]
 
@@ -93,7 +84,7 @@ async def test_a_burst_arrives_whole_in_order_and_in_bounded_turns():
             round_ = burst[start : start + 120]
             tx.sendto_many(round_[:60], rx.get_extra_info("sockname"))  # two GSO sends, as a
             tx.sendto_many(round_[60:], rx.get_extra_info("sockname"))  # QUIC flush makes them
-            assert await _until(lambda: len(sink.received) >= start + 120)
+            assert await until(lambda: len(sink.received) >= start + 120)
             assert len(sink.calls) - before >= 2  # one batch read, handed over 64 at most a turn
         assert sink.received == burst  # each once, in the order sent
         # at most 64 a turn (about 4 ms of Sphinx work), other callbacks run between hand-overs
@@ -112,7 +103,7 @@ async def test_a_protocol_without_the_batch_method_gets_one_call_a_datagram():
     try:
         tx.sendto_many(_numbered(50), rx.get_extra_info("sockname"))
         tx.sendto(b"last", rx.get_extra_info("sockname"))
-        assert await _until(lambda: len(sink.received) >= 51)
+        assert await until(lambda: len(sink.received) >= 51)
         assert sink.received == [*_numbered(50), b"last"]
     finally:
         rx.close()
@@ -129,7 +120,7 @@ async def test_a_datagram_the_kernel_refuses_costs_only_itself():
         tx.sendto_many([b"before"], rx.get_extra_info("sockname"))
         tx.sendto_many([too_big], rx.get_extra_info("sockname"))
         tx.sendto_many([b"after-1", b"after-2"], rx.get_extra_info("sockname"))
-        assert await _until(lambda: len(sink.received) >= 3)
+        assert await until(lambda: len(sink.received) >= 3)
         assert sink.received == [b"before", b"after-1", b"after-2"]
         assert [getattr(exc, "errno", None) for exc in sender.errors] == [errno.EMSGSIZE]
     finally:
@@ -186,7 +177,7 @@ async def test_forged_datagrams_inside_a_live_connection_leave_it_working():
                     await asyncio.sleep(0.002)  # the loop reads: forged and real share its batches
         for i in range(100):
             await a.send_wait("b", b"after" + i.to_bytes(4, "big"))
-        assert await _until(lambda: sum(p.startswith(b"after") for p in got) == 100)
+        assert await until(lambda: sum(p.startswith(b"after") for p in got) == 100)
 
 
 def test_qh3_backend_uses_the_batched_socket_and_aioquic_the_loops_own():
