@@ -17,7 +17,7 @@ from nyx.node.config import NodeConfig
 from nyx.transport.backends import available
 from nyx.transport.certs import NodeIdentity
 from nyx.transport.quic import QuicTransport
-from nyx.transport.sockbuf import SO_RCVBUFFORCE, _force_options, cap_message, size_udp_buffers
+from nyx.transport.sockbuf import REPORTED_PER_BYTE_ASKED, SO_RCVBUFFORCE, _force_options, cap_message, size_udp_buffers
 
 RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the caps read here are Linux's sysctls")
@@ -31,22 +31,23 @@ def udp() -> Iterator[socket.socket]:
     sock.close()
 
 
-def above_the_cap() -> int:
+def above_the_cap(factor: float = 4.0) -> int:
     """A request the kernel's unprivileged cap refuses, whatever this machine's sysctl says."""
-    return 4 * max(int(RMEM_MAX.read_text()), int(Path("/proc/sys/net/core/wmem_max").read_text()))
+    return int(factor * max(int(RMEM_MAX.read_text()), int(Path("/proc/sys/net/core/wmem_max").read_text())))
 
 
 def test_a_request_within_the_cap_is_granted_and_not_reported(udp: socket.socket) -> None:
     wanted = int(RMEM_MAX.read_text()) // 4
     buffers = size_udp_buffers(udp, wanted, force=False)
-    assert buffers.receive >= wanted and buffers.send >= wanted  # Linux reports twice the grant
+    assert min(buffers.receive, buffers.send) >= wanted * REPORTED_PER_BYTE_ASKED  # Linux: twice, for its accounting
     assert not buffers.capped and not buffers.forced
 
 
-def test_a_capped_request_is_detected_and_named_with_the_sysctl(udp: socket.socket) -> None:
-    wanted = above_the_cap()
+@pytest.mark.parametrize("factor", [4.0, 1.5])  # 1.5: Linux reports twice the cap, more than was asked
+def test_a_capped_request_is_detected_and_named_with_the_sysctl(udp: socket.socket, factor: float) -> None:
+    wanted = above_the_cap(factor)
     buffers = size_udp_buffers(udp, wanted, force=False)
-    assert buffers.capped and buffers.receive < wanted
+    assert buffers.capped and buffers.receive < wanted * REPORTED_PER_BYTE_ASKED
     message = cap_message("mix-1", buffers)
     assert message is not None and message.startswith("mix-1: ")
     assert f"sysctl -w net.core.rmem_max={wanted} net.core.wmem_max={wanted}" in message
@@ -67,7 +68,7 @@ def test_the_cap_is_forced_only_where_the_process_is_privileged(udp: socket.sock
     wanted = above_the_cap()
     buffers = size_udp_buffers(udp, wanted)
     if _force_options() and may_force():  # CAP_NET_ADMIN (a root container, CI)
-        assert buffers.forced and not buffers.capped and buffers.receive >= wanted
+        assert buffers.forced and not buffers.capped and buffers.receive >= wanted * REPORTED_PER_BYTE_ASKED
     else:  # EPERM: the defaults stay and the caller warns
         assert buffers.capped and not buffers.forced
 

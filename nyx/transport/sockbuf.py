@@ -10,9 +10,9 @@ lifts the cap, as quic-go does, rather than losing packets with no word: a node 
 a warning at start (nyx/node/runtime.py); an embedded transport (a client) only at INFO, and
 `QuicTransport.socket_buffers` says what was granted.
 
-Linux reports back twice what it granted (half is its bookkeeping), so the `granted` figures here
-are the kernel's own numbers and a buffer counts as large enough when it reports at least what
-was asked.
+Linux grants twice the bytes asked (the other half pays for its bookkeeping) and reports that
+doubled figure; the figures here are the kernel's own, and a buffer counts as granted when it
+reports what an uncapped request would (`REPORTED_PER_BYTE_ASKED` of the request).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from dataclasses import dataclass
 _GENERIC_LINUX = {"x86_64", "amd64", "aarch64", "arm64", "i386", "i686", "riscv64", "ppc64le", "s390x"}
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
+REPORTED_PER_BYTE_ASKED = 2 if sys.platform == "linux" else 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +42,7 @@ class SocketBuffers:
     @property
     def capped(self) -> bool:
         """Whether either buffer is below the request (the kernel's cap, and no privilege to lift it)."""
-        return min(self.receive, self.send) < self.wanted
+        return min(self.receive, self.send) < self.wanted * REPORTED_PER_BYTE_ASKED
 
 
 def _force_options() -> dict[int, int]:
@@ -68,7 +69,7 @@ def size_udp_buffers(sock: socket.socket, wanted: int, *, force: bool = True) ->
             sock.setsockopt(socket.SOL_SOCKET, option, wanted)
         except OSError:  # pragma: no cover - platform dependent: the figures read below say so
             pass
-        if _read(sock, option) < wanted and option in force_options:
+        if _read(sock, option) < wanted * REPORTED_PER_BYTE_ASKED and option in force_options:
             try:
                 sock.setsockopt(socket.SOL_SOCKET, force_options[option], wanted)
                 forced = True
