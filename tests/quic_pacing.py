@@ -23,7 +23,8 @@ async def until(predicate: Callable[[], bool], timeout_s: float = 10.0) -> bool:
 def burst_window(receiver: QuicTransport) -> int | None:
     """How many 1,000-byte packets a test may send before waiting for them to arrive: None (no
     limit) when the receiver's socket got the buffer it asked for; else what its capped buffer
-    holds, about 2 kB of kernel accounting each. Both ends share one event loop here, so a whole
+    holds at 4 kB each (a 1,000-byte datagram costs the kernel about 2 kB; the rest leaves room
+    for the connection's other packets). Both ends share one event loop here, so a whole
     congestion window lands in the receiver's socket before it reads any: on a machine whose
     kernel keeps `net.core.rmem_max` at its default and that may not force it (not root), those
     bursts would be dropped by the kernel, which is not what these tests examine (sockbuf.py warns

@@ -264,8 +264,8 @@ async def test_closing_with_packets_still_queued_is_a_clean_stop(backend, identi
             await a.connect("b")
             offered = 0
             loop = asyncio.get_running_loop()
-            until = loop.time() + 0.3
-            while loop.time() < until:  # a steady flow that keeps the link's queue full
+            stop_at = loop.time() + 0.3
+            while loop.time() < stop_at:  # a steady flow that keeps the link's queue full
                 while a.send_if_room("b", bytes(1000)):
                     offered += 1
                 await asyncio.sleep(0)

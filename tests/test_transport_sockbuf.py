@@ -20,6 +20,7 @@ from nyx.transport.quic import QuicTransport
 from nyx.transport.sockbuf import REPORTED_PER_BYTE_ASKED, SO_RCVBUFFORCE, _force_options, cap_message, size_udp_buffers
 
 RMEM_MAX = Path("/proc/sys/net/core/rmem_max")
+WMEM_MAX = Path("/proc/sys/net/core/wmem_max")
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="the caps read here are Linux's sysctls")
 
 
@@ -33,7 +34,7 @@ def udp() -> Iterator[socket.socket]:
 
 def above_the_cap(factor: float = 4.0) -> int:
     """A request the kernel's unprivileged cap refuses, whatever this machine's sysctl says."""
-    return int(factor * max(int(RMEM_MAX.read_text()), int(Path("/proc/sys/net/core/wmem_max").read_text())))
+    return int(factor * max(int(RMEM_MAX.read_text()), int(WMEM_MAX.read_text())))
 
 
 def test_a_request_within_the_cap_is_granted_and_not_reported(udp: socket.socket) -> None:
